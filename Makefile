@@ -1,0 +1,57 @@
+# Two commands matter: `make run` (a working provider, nothing else needed) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The suite runs against the real PostgreSQL and Redis; override any of these from the environment.
+TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/authserver)
+TEST_REDIS ?= redis://127.0.0.1:6379
+TEST_ENV := DEBUG=false \
+	SECRET_KEY=test-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz \
+	ALLOWED_HOSTS=testserver,localhost,127.0.0.1 \
+	ISSUER=https://auth.example.test \
+	DATABASE_URL=$(TEST_DATABASE_URL) \
+	CACHE_URL=$(or $(TEST_CACHE_URL),$(TEST_REDIS)/14) \
+	CELERY_BROKER_URL=$(or $(TEST_BROKER_URL),$(TEST_REDIS)/15) \
+	HSTS_SECONDS=0
+
+.PHONY: run test lint format migrations-check clean
+
+$(VENV)/.run-installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: a working provider on http://$(HOST):$(PORT) with a demo user; SQLite and a file-system
+## broker unless DATABASE_URL / REDIS_URL are set. Ctrl-C stops the server and the worker.
+run: $(VENV)/.run-installed
+	@export DEBUG=$${DEBUG:-true}; set -e; \
+	$(PY) manage.py migrate --noinput; \
+	$(PY) manage.py seed_demo; \
+	$(VENV)/bin/celery -A authserver worker --beat --concurrency=1 --loglevel=INFO & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+## test: the whole suite (browser tests included) against PostgreSQL and Redis.
+test: $(VENV)/.dev-installed
+	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf var staticfiles .pytest_cache

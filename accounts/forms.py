@@ -1,0 +1,83 @@
+from django import forms
+from django.contrib.auth import authenticate
+from django.contrib.auth.forms import (
+    AuthenticationForm,
+    UsernameField,
+)
+from django.contrib.auth.forms import (
+    PasswordResetForm as DjangoPasswordResetForm,
+)
+from django.core.exceptions import ValidationError
+
+from accounts import services, throttle
+from accounts.models import SecurityEvent, User
+from accounts.network import client_ip
+
+
+class LoginForm(AuthenticationForm):
+    """Django's sign-in form with brute-force protection and security events.
+
+    Every failure, for an unknown name, a wrong password or an inactive account, gets the same
+    words, so the form never tells whether an account exists.
+    """
+
+    username = UsernameField(
+        label="Username or email",
+        max_length=254,
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}),
+    )
+    error_messages = {
+        "invalid_login": "The username or email and password you entered do not match.",
+        "inactive": "The username or email and password you entered do not match.",
+        "throttled": (
+            "Too many failed sign-in attempts. Please wait a while before trying again, "
+            "or reset your password."
+        ),
+    }
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is None or not password:
+            return self.cleaned_data
+        attempt = throttle.begin(username, client_ip(self.request))
+        if not attempt.allowed:
+            raise ValidationError(self.error_messages["throttled"], code="throttled")
+        self.user_cache = authenticate(self.request, username=username, password=password)
+        if self.user_cache is None:
+            locked = throttle.failed(attempt)
+            known = User.objects.find_for_login(username)
+            services.record_event(
+                SecurityEvent.Kind.LOGIN_FAILED,
+                request=self.request,
+                user=known,
+                identifier=username,
+            )
+            if locked:
+                services.record_event(
+                    SecurityEvent.Kind.LOCKOUT,
+                    request=self.request,
+                    user=known,
+                    identifier=username,
+                    actor=SecurityEvent.Actor.SYSTEM,
+                    locked=locked,
+                )
+            raise self.get_invalid_login_error()
+        throttle.succeeded(attempt)
+        self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+class PasswordResetForm(DjangoPasswordResetForm):
+    """Django's reset form; it answers the same whether or not the address is known."""
+
+    def get_users(self, email):
+        for user in super().get_users(email):
+            services.record_event(
+                SecurityEvent.Kind.PASSWORD_RESET_REQUESTED, request=self.request, user=user
+            )
+            yield user
+
+    def save(self, *args, request=None, **kwargs):
+        self.request = request
+        return super().save(*args, request=request, **kwargs)

@@ -1,0 +1,214 @@
+"""The rules about people and their sessions, shared by views, admin, commands and jobs.
+
+Every path that ends a session (sign-out, "My sessions", an operator, a password change or
+reset, deactivation, the purge job) goes through :func:`end_sessions`, which is also the one
+place that writes the security event for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q
+from django.dispatch import Signal
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import SecurityEvent, User, UserSession, new_sid
+from accounts.network import client_ip, user_agent
+from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY, SessionStore
+
+logger = logging.getLogger(__name__)
+
+EndedBy = UserSession.EndedBy
+
+# Sent after sessions end, with ``sids`` and ``reason``: the tokens app revokes what was bound to
+# them. Receivers must be idempotent (ending twice is harmless).
+sessions_ended = Signal()
+
+
+def record_event(
+    kind: str,
+    *,
+    request: HttpRequest | None = None,
+    user: User | None = None,
+    identifier: str = "",
+    actor: str = EndedBy.PERSON,
+    actor_user: User | None = None,
+    sid: str = "",
+    **detail,
+) -> SecurityEvent:
+    """Write one security event. ``detail`` must never hold a secret (password, token, key)."""
+    return SecurityEvent.objects.create(
+        kind=kind,
+        user=user,
+        identifier=identifier[:254],
+        actor=actor,
+        actor_user=actor_user,
+        sid=sid,
+        ip_address=client_ip(request) if request else None,
+        user_agent=user_agent(request) if request else "",
+        detail=detail,
+    )
+
+
+def start_session(request: HttpRequest, user: User) -> None:
+    """Called right after Django's ``login()``: name the new session and note when and how."""
+    session = request.session
+    if SID_KEY not in session:
+        session[SID_KEY] = new_sid()
+    session[AUTH_TIME_KEY] = int(time.time())
+    session[AMR_KEY] = ["pwd"]
+    record_event(
+        SecurityEvent.Kind.LOGIN_SUCCEEDED, request=request, user=user, sid=session[SID_KEY]
+    )
+
+
+def end_sessions(
+    sessions,
+    *,
+    by: str,
+    reason: str,
+    request: HttpRequest | None = None,
+    actor_user: User | None = None,
+) -> int:
+    """End every live session in the queryset ``sessions``; return how many were ended.
+
+    The rows are marked revoked in one statement and dropped from the cache, so each browser is
+    signed out on its very next request, on any web process. Ending is idempotent.
+    """
+    now = timezone.now()
+    live = list(
+        sessions.filter(revoked_at__isnull=True).values_list("session_key", "sid", "user_id")
+    )
+    if not live:
+        return 0
+    keys = [key for key, _sid, _user in live]
+    UserSession.objects.filter(session_key__in=keys, revoked_at__isnull=True).update(
+        revoked_at=now, ended_by=by, end_reason=reason[:200]
+    )
+    try:
+        cache.delete_many([SessionStore.cache_key_for(key) for key in keys])
+    except Exception:
+        # The rows are the record; a cache that cannot be reached cannot serve them either.
+        logger.exception("Could not drop ended sessions from the cache")
+    SecurityEvent.objects.bulk_create(
+        SecurityEvent(
+            kind=SecurityEvent.Kind.SESSION_ENDED,
+            user_id=user_id,
+            actor=by,
+            actor_user=actor_user,
+            sid=sid or "",
+            ip_address=client_ip(request) if request else None,
+            user_agent=user_agent(request) if request else "",
+            detail={"reason": reason},
+        )
+        for _key, sid, user_id in live
+        if user_id is not None
+    )
+    sids = [sid for _key, sid, _user in live if sid]
+    sessions_ended.send(sender=UserSession, sids=sids, reason=reason)
+    logger.info("Ended %d session(s): %s (by %s)", len(live), reason, by)
+    return len(live)
+
+
+def end_session_by_sid(user: User, sid: str, *, request: HttpRequest) -> bool:
+    """A person ends one of their own sessions from "My sessions"."""
+    return bool(
+        end_sessions(
+            UserSession.objects.filter(user=user, sid=sid),
+            by=EndedBy.PERSON,
+            reason="ended from My sessions",
+            request=request,
+        )
+    )
+
+
+def end_other_sessions(
+    user: User, current_key: str | None, *, reason: str, request: HttpRequest
+) -> int:
+    return end_sessions(
+        UserSession.objects.filter(user=user).exclude(session_key=current_key or ""),
+        by=EndedBy.PERSON,
+        reason=reason,
+        request=request,
+    )
+
+
+def sign_out(request: HttpRequest) -> None:
+    """End the current browser session (the person clicked "Sign out")."""
+    from django.contrib.auth import logout
+
+    user = request.user if request.user.is_authenticated else None
+    key = request.session.session_key
+    if user is not None and key:
+        sid = request.session.get(SID_KEY, "")
+        end_sessions(
+            UserSession.objects.filter(session_key=key),
+            by=EndedBy.PERSON,
+            reason="signed out",
+            request=request,
+        )
+        record_event(SecurityEvent.Kind.LOGOUT, request=request, user=user, sid=sid)
+    logout(request)
+
+
+def deactivate_user(user: User, *, by: str, actor_user: User | None = None, request=None) -> int:
+    """Stop a person signing in, and end all their sessions (and so their tokens)."""
+    if user.is_active:
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        user.is_active = False
+        record_event(
+            SecurityEvent.Kind.USER_DEACTIVATED,
+            request=request,
+            user=user,
+            actor=by,
+            actor_user=actor_user,
+        )
+    return end_sessions(
+        UserSession.objects.filter(user=user),
+        by=by,
+        reason="user deactivated",
+        request=request,
+        actor_user=actor_user,
+    )
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    deleted: int
+    remaining: bool
+
+
+def purgeable_sessions(now=None):
+    """Rows no browser can use: expired, or ended longer ago than SESSION_RETENTION_DAYS."""
+    now = now or timezone.now()
+    retention = now - timedelta(days=settings.SESSION_RETENTION_DAYS)
+    return UserSession.objects.filter(Q(expire_date__lt=now) | Q(revoked_at__lt=retention))
+
+
+def purge_sessions(batch_size: int = 1000, max_batches: int = 20, now=None) -> PurgeResult:
+    """Delete unusable session rows in primary-key batches (no statement locks more than a batch).
+
+    Returns how many rows went and whether more remain, so the caller can run again.
+    """
+    now = now or timezone.now()
+    deleted = 0
+    for _ in range(max_batches):
+        batch = list(
+            purgeable_sessions(now).values_list("session_key", "sid", "revoked_at")[:batch_size]
+        )
+        if not batch:
+            return PurgeResult(deleted, remaining=False)
+        count, _ = UserSession.objects.filter(session_key__in=[key for key, _, _ in batch]).delete()
+        deleted += count
+        # Sessions that simply ran out were never "ended": their bound tokens go now.
+        expired_sids = [sid for _, sid, revoked_at in batch if sid and revoked_at is None]
+        if expired_sids:
+            sessions_ended.send(sender=UserSession, sids=expired_sids, reason="session expired")
+    return PurgeResult(deleted, remaining=purgeable_sessions(now).exists())

@@ -1,0 +1,98 @@
+"""Brute-force protection for the sign-in form: failures counted per account and per client IP.
+
+Each counter lives in the cache (Redis in production, shared by every web process). An attempt
+*reserves* a number with an atomic INCR before the password is checked, so twenty parallel
+attempts get the numbers 1 to 20 and only the first ``limit`` reach the password check: no race
+can slip extra guesses past the limit. A successful sign-in clears the account's counter and
+gives the IP back its reservation.
+
+The window grows with each lockout in the last day (15 minutes, then 30, 60, ... up to 24
+hours), so a persistent attacker gets ever fewer guesses per hour. Counters are keyed by what was
+typed, not by whether such an account exists, so a lockout says nothing about existence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+
+_STRIKE_MEMORY = 86_400
+_MAX_WINDOW = 86_400
+
+
+@dataclass
+class Attempt:
+    """One sign-in attempt's reservations: ``allowed`` is False when a counter is past its limit."""
+
+    allowed: bool = True
+    counters: list[tuple[str, str, int, int]] = field(
+        default_factory=list
+    )  # kind, subject, n, limit
+
+
+def _subjects(identifier: str, ip: str | None) -> list[tuple[str, str, int]]:
+    subjects = [("account", identifier.strip().lower(), settings.LOGIN_FAILURE_LIMIT)]
+    if ip:
+        subjects.append(("ip", ip, settings.LOGIN_FAILURE_LIMIT_PER_IP))
+    return subjects
+
+
+def _key(prefix: str, kind: str, subject: str) -> str:
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+    return f"login-throttle:{prefix}:{kind}:{digest}"
+
+
+def _increment(key: str, timeout: int) -> int:
+    """Atomically add one to a counter that starts at zero and lives ``timeout`` seconds."""
+    for _ in range(3):
+        cache.add(key, 0, timeout)
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add and incr; start it again
+            continue
+    raise RuntimeError(f"cache counter {key} keeps vanishing")
+
+
+def _window(kind: str, subject: str) -> int:
+    strikes = cache.get(_key("strikes", kind, subject), 0)
+    return min(settings.LOGIN_FAILURE_WINDOW * 2 ** min(strikes, 10), _MAX_WINDOW)
+
+
+def begin(identifier: str, ip: str | None) -> Attempt:
+    """Reserve this attempt on every counter; the password may be checked only if ``allowed``."""
+    attempt = Attempt()
+    for kind, subject, limit in _subjects(identifier, ip):
+        n = _increment(_key("count", kind, subject), _window(kind, subject))
+        attempt.counters.append((kind, subject, n, limit))
+        if n > limit:
+            attempt.allowed = False
+    return attempt
+
+
+def succeeded(attempt: Attempt) -> None:
+    """A correct password: the account starts afresh, and the IP gets its reservation back."""
+    for kind, subject, _n, _limit in attempt.counters:
+        key = _key("count", kind, subject)
+        if kind == "account":
+            cache.delete(key)
+        else:
+            try:
+                cache.decr(key)
+            except ValueError:
+                pass
+
+
+def failed(attempt: Attempt) -> list[str]:
+    """A wrong password. Return the kinds ("account", "ip") this failure has just locked.
+
+    Only the attempt holding number ``limit`` locks, so a lockout is reported exactly once.
+    """
+    locked = []
+    for kind, subject, n, limit in attempt.counters:
+        if n == limit:
+            _increment(_key("strikes", kind, subject), _STRIKE_MEMORY)
+            locked.append(kind)
+    return locked

@@ -1,0 +1,389 @@
+"""The only module that reads ``os.environ``.
+
+Every variable is parsed with its type and bounds. Problems are collected, not raised one at a
+time, so a misconfigured deployment learns everything it must fix from a single start-up attempt.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Used only when DEBUG is on and SECRET_KEY is unset: the quick start needs no configuration.
+_DEBUG_SECRET_KEY = "insecure-quick-start-key-never-use-in-production-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Typed configuration, built once from the environment by :func:`load`."""
+
+    debug: bool
+    secret_key: str
+    allowed_hosts: list[str]
+    issuer: str
+    data_dir: Path
+    database: dict
+    cache: dict
+    broker_url: str
+    broker_transport_options: dict
+    email: dict
+    default_from_email: str
+    log_level: str
+    log_json: bool
+    trusted_proxy_count: int
+    secure_proxy_ssl_header: bool
+    hsts_seconds: int
+    session_max_age: int
+    session_retention_days: int
+    password_reset_timeout: int
+    login_failure_limit: int
+    login_failure_limit_per_ip: int
+    login_failure_window: int
+
+
+class _Reader:
+    """Parses variables and collects every problem instead of stopping at the first."""
+
+    def __init__(self, environ: dict[str, str]):
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.append(f"{name}: {message}")
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.environ.get(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        self.problem(name, f"{value!r} is not a boolean. Use true or false.")
+        return default
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.problem(
+                name, f"{value!r} is not a whole number. Use a number from {minimum} to {maximum}."
+            )
+            return default
+        if not minimum <= number <= maximum:
+            self.problem(
+                name, f"{number} is out of range. Use a number from {minimum} to {maximum}."
+            )
+            return default
+        return number
+
+    def string(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name, default).upper()
+        if value not in choices:
+            self.problem(name, f"{value!r} is not one of {', '.join(choices)}.")
+            return default
+        return value
+
+    def csv(self, name: str) -> list[str] | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def load(environ: dict[str, str] | None = None) -> Config:
+    """Read and check the whole configuration; raise one ImproperlyConfigured listing every problem."""
+    read = _Reader(dict(os.environ if environ is None else environ))
+    debug = read.boolean("DEBUG", False)
+    data_dir = Path(read.string("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+    secret_key = read.raw("SECRET_KEY")
+    if secret_key is None:
+        if debug:
+            secret_key = _DEBUG_SECRET_KEY
+        else:
+            read.problem(
+                "SECRET_KEY",
+                "required when DEBUG is off. Generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(50))'",
+            )
+            secret_key = ""
+    elif len(secret_key) < 32:
+        read.problem(
+            "SECRET_KEY", "is too short; use at least 32 random characters (50 recommended)."
+        )
+
+    allowed_hosts = read.csv("ALLOWED_HOSTS")
+    if allowed_hosts is None:
+        if debug:
+            allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]
+        else:
+            read.problem(
+                "ALLOWED_HOSTS", "required when DEBUG is off, e.g. ALLOWED_HOSTS=auth.example.com"
+            )
+            allowed_hosts = []
+
+    issuer = _issuer(read, debug)
+    database = _database(read, debug, data_dir)
+    redis_url = _redis_url(read, "REDIS_URL")
+    cache = _cache(read, debug, redis_url)
+    broker_url, broker_options = _broker(read, debug, redis_url, data_dir)
+    email = _email(read)
+
+    config = Config(
+        debug=debug,
+        secret_key=secret_key,
+        allowed_hosts=allowed_hosts,
+        issuer=issuer,
+        data_dir=data_dir,
+        database=database,
+        cache=cache,
+        broker_url=broker_url,
+        broker_transport_options=broker_options,
+        email=email,
+        default_from_email=read.string(
+            "DEFAULT_FROM_EMAIL", "Authorization server <no-reply@localhost>"
+        ),
+        log_level=read.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
+        log_json=read.boolean("LOG_JSON", False),
+        trusted_proxy_count=read.integer("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5),
+        secure_proxy_ssl_header=read.boolean("TRUST_X_FORWARDED_PROTO", False),
+        hsts_seconds=read.integer(
+            "HSTS_SECONDS", 0 if debug else 31_536_000, minimum=0, maximum=63_072_000
+        ),
+        session_max_age=read.integer(
+            "SESSION_MAX_AGE", 14 * 86_400, minimum=300, maximum=90 * 86_400
+        ),
+        session_retention_days=read.integer("SESSION_RETENTION_DAYS", 7, minimum=0, maximum=365),
+        password_reset_timeout=read.integer(
+            "PASSWORD_RESET_TIMEOUT", 3_600, minimum=300, maximum=3 * 86_400
+        ),
+        login_failure_limit=read.integer("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1_000),
+        login_failure_limit_per_ip=read.integer(
+            "LOGIN_FAILURE_LIMIT_PER_IP", 20, minimum=1, maximum=100_000
+        ),
+        login_failure_window=read.integer("LOGIN_FAILURE_WINDOW", 900, minimum=60, maximum=86_400),
+    )
+    if read.problems:
+        count = len(read.problems)
+        lines = "\n".join(f"  - {problem}" for problem in read.problems)
+        raise ImproperlyConfigured(
+            f"The server cannot start: {count} setting{'s' if count > 1 else ''} "
+            f"to fix in the environment.\n{lines}\n"
+            "See the configuration table in README.md."
+        )
+    return config
+
+
+def _issuer(read: _Reader, debug: bool) -> str:
+    value = read.raw("ISSUER")
+    if value is None:
+        if debug:
+            return "http://127.0.0.1:8000"
+        read.problem(
+            "ISSUER",
+            "required when DEBUG is off: the public https URL, e.g. https://auth.example.com",
+        )
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        read.problem("ISSUER", f"{value!r} is not an absolute URL such as https://auth.example.com")
+    elif parts.scheme != "https" and not debug:
+        # OpenID Connect Discovery 1.0 §3: the issuer is a case-sensitive URL using https.
+        read.problem("ISSUER", "must use https when DEBUG is off.")
+    elif parts.query or parts.fragment:
+        read.problem("ISSUER", "must not contain a query or fragment (RFC 8414 §2).")
+    return value.rstrip("/")
+
+
+def _database(read: _Reader, debug: bool, data_dir: Path) -> dict:
+    value = read.raw("DATABASE_URL")
+    if value is None:
+        if not debug:
+            read.problem(
+                "DATABASE_URL",
+                "required when DEBUG is off, e.g. postgres://user:password@db:5432/authserver",
+            )
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(data_dir / "db.sqlite3"),
+            # Embedded quick start: the web server and the worker share this file.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    parts = urlsplit(value)
+    pool_size = read.integer("DATABASE_POOL_SIZE", 4, minimum=0, maximum=100)
+    if parts.scheme in ("postgres", "postgresql", "pgsql"):
+        name = unquote(parts.path.lstrip("/"))
+        if not parts.hostname and not name:
+            read.problem(
+                "DATABASE_URL", "names no host and no database, e.g. postgres://user@host:5432/db"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            read.problem("DATABASE_URL", "has a port that is not a number.")
+            port = None
+        options: dict = {}
+        for key, values in parse_qs(parts.query).items():
+            options[key] = values[-1]
+        if pool_size:
+            # psycopg_pool; Django requires CONN_MAX_AGE = 0 with a pool.
+            options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10}
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": name or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(port or ""),
+            "CONN_MAX_AGE": 0,
+            "CONN_HEALTH_CHECKS": not pool_size,
+            "OPTIONS": options,
+        }
+    if parts.scheme == "sqlite":
+        # sqlite:///relative/db.sqlite3 or sqlite:////absolute/db.sqlite3
+        path = unquote(value[len("sqlite:///") :]) if value.startswith("sqlite:///") else ""
+        if not path:
+            read.problem(
+                "DATABASE_URL",
+                "sqlite URLs need a path, e.g. sqlite:////var/lib/authserver/db.sqlite3",
+            )
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path or ":memory:",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    read.problem(
+        "DATABASE_URL",
+        f"{_redact(value)!r} is not a database URL this server understands. "
+        "Use postgres://user:password@host:5432/dbname (production) or sqlite:///path/db.sqlite3.",
+    )
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
+
+def _redis_url(read: _Reader, name: str) -> str | None:
+    value = read.raw(name)
+    if value is None:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        read.problem(name, f"{_redact(value)!r} is not a Redis URL, e.g. redis://127.0.0.1:6379/0")
+        return None
+    return value
+
+
+def _cache(read: _Reader, debug: bool, redis_url: str | None) -> dict:
+    value = read.raw("CACHE_URL") or redis_url
+    if value is None:
+        if not debug:
+            read.problem(
+                "CACHE_URL",
+                "set REDIS_URL (or CACHE_URL) when DEBUG is off: sessions and login throttling "
+                "must be shared by every web process.",
+            )
+        value = "locmem://"
+    scheme = urlsplit(value).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": value,
+            "KEY_PREFIX": "authserver",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    if scheme == "locmem":
+        return {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "authserver",
+        }
+    read.problem(
+        "CACHE_URL", f"{_redact(value)!r} is not supported. Use redis://host:6379/1 or locmem://"
+    )
+    return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+
+
+def _broker(read: _Reader, debug: bool, redis_url: str | None, data_dir: Path) -> tuple[str, dict]:
+    value = read.raw("CELERY_BROKER_URL") or redis_url
+    if value is None:
+        if not debug:
+            read.problem(
+                "CELERY_BROKER_URL", "set REDIS_URL (or CELERY_BROKER_URL) when DEBUG is off."
+            )
+        # Embedded quick start: kombu's file-system transport, no broker process needed.
+        queue = data_dir / "broker"
+        return "filesystem://", {
+            "data_folder_in": str(queue),
+            "data_folder_out": str(queue),
+            "processed_folder": str(data_dir / "broker-processed"),
+            "store_processed": False,
+        }
+    scheme = urlsplit(value).scheme
+    if scheme not in ("redis", "rediss", "amqp", "amqps", "filesystem"):
+        read.problem(
+            "CELERY_BROKER_URL",
+            f"{_redact(value)!r} is not a broker URL, e.g. redis://127.0.0.1:6379/0",
+        )
+    # Redis transport: a task not acknowledged within an hour is delivered again (acks_late).
+    return value, {"visibility_timeout": 3_600}
+
+
+def _email(read: _Reader) -> dict:
+    """EMAIL_URL: console:// (default), smtp://user:pass@host:587 (STARTTLS), smtps://… (TLS)."""
+    value = read.raw("EMAIL_URL") or "console://"
+    parts = urlsplit(value)
+    if parts.scheme == "console":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if parts.scheme == "locmem":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend"}
+    if parts.scheme in ("smtp", "smtps"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+            read.problem("EMAIL_URL", "has a port that is not a number.")
+        if not parts.hostname:
+            read.problem(
+                "EMAIL_URL", "names no host, e.g. smtp://user:password@smtp.example.com:587"
+            )
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": parts.hostname or "",
+            "EMAIL_PORT": port or (465 if parts.scheme == "smtps" else 587),
+            "EMAIL_HOST_USER": unquote(parts.username or ""),
+            "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+            "EMAIL_USE_SSL": parts.scheme == "smtps",
+            "EMAIL_USE_TLS": parts.scheme == "smtp" and "starttls=false" not in parts.query.lower(),
+            "EMAIL_TIMEOUT": 10,
+        }
+    read.problem(
+        "EMAIL_URL", f"{_redact(value)!r} is not supported. Use console://, smtp:// or smtps://"
+    )
+    return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+
+
+def _redact(url: str) -> str:
+    """Never echo a password from a URL into an error message or a log."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

@@ -1,0 +1,177 @@
+"""Django settings. Values come from the environment through ``authserver.env`` and nowhere else."""
+
+from authserver import env
+
+CONFIG = env.load()
+BASE_DIR = env.BASE_DIR
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = CONFIG.debug
+SECRET_KEY = CONFIG.secret_key
+ALLOWED_HOSTS = CONFIG.allowed_hosts
+ISSUER = CONFIG.issuer
+DATA_DIR = CONFIG.data_dir
+if DEBUG:
+    # The quick start keeps its SQLite database, broker queue and beat schedule here.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+INSTALLED_APPS = [
+    "accounts",
+    "tokens",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "accounts.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "authserver.middleware.SecurityHeadersMiddleware",
+]
+
+ROOT_URLCONF = "authserver.urls"
+WSGI_APPLICATION = "authserver.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+DATABASES = {"default": CONFIG.database}
+
+# --- Cache ------------------------------------------------------------------------------------
+CACHES = {"default": CONFIG.cache}
+
+# --- People, passwords, sessions --------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["accounts.backends.UsernameOrEmailBackend"]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_RESET_TIMEOUT = CONFIG.password_reset_timeout
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "accounts:home"
+LOGOUT_REDIRECT_URL = None
+
+# Browser sessions are rows of accounts.UserSession, read through the cache (accounts/sessions.py).
+SESSION_ENGINE = "accounts.sessions"
+SESSION_CACHE_ALIAS = "default"
+SESSION_COOKIE_AGE = CONFIG.session_max_age
+SESSION_COOKIE_NAME = "authserver_session"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = not DEBUG
+SESSION_RETENTION_DAYS = CONFIG.session_retention_days
+# last_seen is written at most this often per session, not on every request.
+SESSION_TOUCH_INTERVAL = 60
+
+# Login throttling (accounts/throttle.py): failures per account and per client IP.
+LOGIN_FAILURE_LIMIT = CONFIG.login_failure_limit
+LOGIN_FAILURE_LIMIT_PER_IP = CONFIG.login_failure_limit_per_ip
+LOGIN_FAILURE_WINDOW = CONFIG.login_failure_window
+# Client IP: REMOTE_ADDR, or the Nth address from the right of X-Forwarded-For behind N proxies.
+TRUSTED_PROXY_COUNT = CONFIG.trusted_proxy_count
+
+# --- Security headers -------------------------------------------------------------------------
+CSRF_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "accounts.views.csrf_failure"
+CSRF_TRUSTED_ORIGINS = [ISSUER] if ISSUER else []
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SECURE_HSTS_SECONDS = CONFIG.hsts_seconds
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if CONFIG.secure_proxy_ssl_header else None
+)
+# authserver/middleware.py: a strict policy; no inline script or style anywhere in templates.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+# --- Static files -----------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+        # Before collectstatic has run (tests, a fresh checkout) fall back to unhashed names.
+        **({"OPTIONS": {"manifest_strict": False}} if not DEBUG else {}),
+    },
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- Email ------------------------------------------------------------------------------------
+globals().update(CONFIG.email)
+DEFAULT_FROM_EMAIL = CONFIG.default_from_email
+SERVER_EMAIL = CONFIG.default_from_email
+
+# --- Internationalisation ---------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging ----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": CONFIG.log_level},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = CONFIG.broker_url
+CELERY_BROKER_TRANSPORT_OPTIONS = CONFIG.broker_transport_options
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+# The beat schedule is in authserver/celery.py, next to the app.

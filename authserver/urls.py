@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from accounts import views as account_views
+
+urlpatterns = [
+    # Operators sign in through the same throttled, audited page as everyone else.
+    path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
+    path("admin/logout/", account_views.LogoutView.as_view()),
+    path("admin/", admin.site.urls),
+    path("", include("accounts.urls")),
+]
