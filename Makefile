@@ -42,7 +42,6 @@ run: $(VENV)/.run-installed
 
 ## test: the whole suite (browser tests included) against PostgreSQL and Redis.
 test: $(VENV)/.dev-installed
-	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed

@@ -99,8 +99,11 @@ class UserAdmin(DjangoUserAdmin):
         return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
 
     def save_model(self, request, obj: User, form, change: bool) -> None:
+        deactivating = change and "is_active" in form.changed_data and not obj.is_active
+        if deactivating:
+            obj.is_active = True  # the service makes this change, and records and cascades it
         super().save_model(request, obj, form, change)
-        if change and "is_active" in form.changed_data and not obj.is_active:
+        if deactivating:
             services.deactivate_user(
                 obj, by=EndedBy.OPERATOR, actor_user=request.user, request=request
             )

@@ -87,8 +87,8 @@ class UserSessionQuerySet(models.QuerySet):
 class UserSession(AbstractBaseSession):
     """One browser session, through Django's own session machinery (see accounts/sessions.py).
 
-    The primary key is the cookie value, a bearer secret: it is never shown, logged or put in a
-    token. ``sid`` is the public, stable name of the session (OIDC ``sid``, URLs, admin); it is set
+    The primary key is the SHA-256 of the cookie value (a bearer secret, never stored as is).
+    ``sid`` is the public, stable name of the session (OIDC ``sid``, URLs, admin); it is set
     when a person signs in and survives key rotation (``cycle_key`` on a password change).
     """
 
@@ -97,6 +97,7 @@ class UserSession(AbstractBaseSession):
         OPERATOR = "operator", "an operator"
         SYSTEM = "system", "the system"
 
+    session_key = models.CharField("key digest", max_length=64, primary_key=True)
     # NULL until sign-in (anonymous sessions have none); unique among those that have one.
     sid = models.CharField(max_length=64, unique=True, null=True, editable=False)  # noqa: DJ001
     user = models.ForeignKey(

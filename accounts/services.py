@@ -129,11 +129,10 @@ def end_session_by_sid(user: User, sid: str, *, request: HttpRequest) -> bool:
     )
 
 
-def end_other_sessions(
-    user: User, current_key: str | None, *, reason: str, request: HttpRequest
-) -> int:
+def end_other_sessions(user: User, request: HttpRequest, *, reason: str) -> int:
+    """End every session of ``user`` except the one making ``request``."""
     return end_sessions(
-        UserSession.objects.filter(user=user).exclude(session_key=current_key or ""),
+        UserSession.objects.filter(user=user).exclude(session_key=request.session.stored_key or ""),
         by=EndedBy.PERSON,
         reason=reason,
         request=request,
@@ -145,7 +144,7 @@ def sign_out(request: HttpRequest) -> None:
     from django.contrib.auth import logout
 
     user = request.user if request.user.is_authenticated else None
-    key = request.session.session_key
+    key = request.session.stored_key
     if user is not None and key:
         sid = request.session.get(SID_KEY, "")
         end_sessions(

@@ -1,7 +1,9 @@
 """SESSION_ENGINE: browser sessions as ``accounts.UserSession`` rows, read through the cache.
 
-This is Django's ``cached_db`` store pointed at our model, with four changes:
+This is Django's ``cached_db`` store pointed at our model, with five changes:
 
+* the cookie value is a bearer secret, so it is stored (row and cache key) only as its SHA-256,
+  like any other token here: a copy of the table or of Redis signs nobody in;
 * the row carries who is signed in, since when, from where (``create_model_instance``);
 * an update never brings an ended session back: it only touches a row that is not revoked;
 * ending a signed-in session marks its row revoked instead of deleting it, so the person and the
@@ -15,6 +17,7 @@ next request reads the row, finds it revoked, and is anonymous.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 
@@ -51,9 +54,23 @@ class SessionStore(CachedDBStore):
 
         return UserSession
 
+    @staticmethod
+    def digest(session_key: str) -> str:
+        """What the row and the cache store instead of the cookie value."""
+        return hashlib.sha256(session_key.encode()).hexdigest()
+
     @classmethod
-    def cache_key_for(cls, session_key: str) -> str:
-        return cls.cache_key_prefix + session_key
+    def cache_key_for(cls, digest: str) -> str:
+        return cls.cache_key_prefix + digest
+
+    @property
+    def cache_key(self) -> str:
+        return self.cache_key_for(self.digest(self._get_or_create_session_key()))
+
+    @property
+    def stored_key(self) -> str | None:
+        """The row's primary key for this session (None before the session is saved)."""
+        return self.digest(self.session_key) if self.session_key else None
 
     def bind_request(self, request: HttpRequest) -> None:
         """Remember where the request came from, for the row this store writes."""
@@ -66,7 +83,7 @@ class SessionStore(CachedDBStore):
 
     def _get_session_from_db(self):
         try:
-            return self.model.objects.active().get(session_key=self.session_key)
+            return self.model.objects.active().get(session_key=self.digest(self.session_key))
         except (self.model.DoesNotExist, SuspiciousOperation):
             self._session_key = None
             return None
@@ -74,7 +91,7 @@ class SessionStore(CachedDBStore):
     def create_model_instance(self, data: dict):
         auth_time = data.get(AUTH_TIME_KEY)
         return self.model(
-            session_key=self._get_or_create_session_key(),
+            session_key=self.digest(self._get_or_create_session_key()),
             session_data=self.encode(data),
             expire_date=self.get_expiry_date(),
             user_id=data.get(SESSION_KEY),
@@ -96,7 +113,7 @@ class SessionStore(CachedDBStore):
                 with transaction.atomic(using=using):
                     row.save(force_insert=True, using=using)
             except IntegrityError:
-                if self.exists(row.session_key):
+                if self.exists(self.session_key):
                     raise CreateError from None  # key collision: create() picks another key
                 raise UpdateError from None  # e.g. the user was deleted meanwhile
         else:
@@ -118,10 +135,13 @@ class SessionStore(CachedDBStore):
         except Exception:
             logger.exception("Could not write the session to the cache")
 
+    def exists(self, session_key: str) -> bool:
+        return self.model.objects.filter(session_key=self.digest(session_key)).exists()
+
     def delete(self, session_key: str | None = None) -> None:
-        key = session_key or self.session_key
-        if key is None:
+        if (session_key or self.session_key) is None:
             return
+        key = self.digest(session_key or self.session_key)
         try:
             self._cache.delete(self.cache_key_for(key))
         except Exception:
@@ -142,11 +162,11 @@ class SessionStore(CachedDBStore):
             # Signing in: Django's way, a new row under a new key (fixation defence).
             return super().cycle_key()
         new_key = self._get_new_session_key()
-        moved = self.model.objects.filter(session_key=old_key, revoked_at__isnull=True).update(
-            session_key=new_key
-        )
+        moved = self.model.objects.filter(
+            session_key=self.digest(old_key), revoked_at__isnull=True
+        ).update(session_key=self.digest(new_key))
         try:
-            self._cache.delete(self.cache_key_for(old_key))
+            self._cache.delete(self.cache_key_for(self.digest(old_key)))
         except Exception:
             logger.exception("Could not drop the session from the cache")
         if not moved:
@@ -164,7 +184,7 @@ class SessionStore(CachedDBStore):
         The interval is kept by an atomic cache ``add``, so any number of web processes write the
         row about once a minute per session, not on every request.
         """
-        key = self.session_key
+        key = self.stored_key
         if key is None:
             return
         try:

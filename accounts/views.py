@@ -49,7 +49,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @never_cache
 def session_list(request: HttpRequest) -> HttpResponse:
     sessions = UserSession.objects.active().filter(user=request.user).order_by("-last_seen")
-    current = request.session.session_key
+    current = request.session.stored_key
     return render(
         request,
         "accounts/sessions.html",
@@ -73,12 +73,7 @@ def end_session(request: HttpRequest, sid: str) -> HttpResponse:
 @require_POST
 @login_required
 def end_other_sessions(request: HttpRequest) -> HttpResponse:
-    count = services.end_other_sessions(
-        request.user,
-        request.session.session_key,
-        reason="ended all other sessions",
-        request=request,
-    )
+    count = services.end_other_sessions(request.user, request, reason="ended all other sessions")
     messages.success(request, f"Signed out of {count} other session{'' if count == 1 else 's'}.")
     return redirect("accounts:sessions")
 
@@ -93,9 +88,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         update_session_auth_hash(self.request, user)
         # ... and signs every other browser out: whoever else had the old password is gone.
         services.record_event(SecurityEvent.Kind.PASSWORD_CHANGED, request=self.request, user=user)
-        count = services.end_other_sessions(
-            user, self.request.session.session_key, reason="password changed", request=self.request
-        )
+        count = services.end_other_sessions(user, self.request, reason="password changed")
         messages.success(
             self.request,
             "Your password has been changed."
@@ -114,7 +107,8 @@ class PasswordResetView(auth_views.PasswordResetView):
     @property
     def extra_email_context(self):
         # The link is built from ISSUER, never from the request's Host header.
-        return {"base_url": settings.ISSUER}
+        minutes = settings.PASSWORD_RESET_TIMEOUT // 60
+        return {"base_url": settings.ISSUER, "expiry_text": f"{minutes} minutes"}
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

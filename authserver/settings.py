@@ -135,8 +135,7 @@ STORAGES = {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if not DEBUG
         else "django.contrib.staticfiles.storage.StaticFilesStorage",
-        # Before collectstatic has run (tests, a fresh checkout) fall back to unhashed names.
-        **({"OPTIONS": {"manifest_strict": False}} if not DEBUG else {}),
+        # With DEBUG off, run `manage.py collectstatic` first (the Dockerfile and tests do).
     },
 }
 WHITENOISE_USE_FINDERS = True

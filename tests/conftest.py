@@ -1,0 +1,79 @@
+"""Fixtures shared by the whole suite. The database is the real PostgreSQL from DATABASE_URL."""
+
+import re
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from django.test import Client
+
+from accounts.models import UserSession
+from accounts.sessions import SessionStore
+from tests.factories import PASSWORD, UserFactory
+
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_manifest():
+    # Pages use {% static %}; with DEBUG off the manifest storage needs collected files.
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Each test starts with an empty cache (a Redis database reserved for tests, see Makefile)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(request, settings):
+    # Argon2 on every test user would make the suite slow; tests about timing opt out.
+    if "real_hasher" not in request.keywords:
+        settings.PASSWORD_HASHERS = FAST_HASHERS
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(staff=True)
+
+
+def sign_in(client: Client, identifier: str, password: str = PASSWORD, **extra):
+    """Sign in through the real page, as a browser would."""
+    return client.post("/login/", {"username": identifier, "password": password}, **extra)
+
+
+def session_row(client: Client) -> UserSession:
+    return UserSession.objects.get(
+        session_key=SessionStore.digest(client.cookies["authserver_session"].value)
+    )
+
+
+@pytest.fixture
+def logged_in_client(user):
+    client = Client(
+        HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    )
+    response = sign_in(client, user.username)
+    assert response.status_code == 302, response.content
+    return client
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    client = Client()
+    assert sign_in(client, staff_user.username).status_code == 302
+    return client
+
+
+def form_error(response) -> str:
+    """The text of the page's alert box, whitespace squeezed."""
+    match = re.search(r'role="alert"[^>]*>(.*?)</div>', response.content.decode(), re.S)
+    return re.sub(r"<[^>]+>|\s+", " ", match.group(1)).strip() if match else ""
