@@ -15,8 +15,7 @@ TEST_ENV := DEBUG=false \
 	ISSUER=https://auth.example.test \
 	DATABASE_URL=$(TEST_DATABASE_URL) \
 	CACHE_URL=$(or $(TEST_CACHE_URL),$(TEST_REDIS)/14) \
-	CELERY_BROKER_URL=$(or $(TEST_BROKER_URL),$(TEST_REDIS)/15) \
-	HSTS_SECONDS=0
+	CELERY_BROKER_URL=$(or $(TEST_BROKER_URL),$(TEST_REDIS)/15)
 
 .PHONY: run test lint format migrations-check clean
 

@@ -201,7 +201,7 @@ class SessionStore(CachedDBStore):
 
     @classmethod
     def clear_expired(cls) -> None:
-        """``manage.py clearsessions`` runs the same bounded purge as the Celery job."""
+        """Django's hook for dropping expired sessions runs the same bounded purge as the job."""
         from accounts.services import purge_sessions
 
         purge_sessions()

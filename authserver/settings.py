@@ -1,8 +1,14 @@
 """Django settings. Values come from the environment through ``authserver.env`` and nowhere else."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from authserver import env
 
-CONFIG = env.load()
+try:
+    CONFIG = env.load()
+except ImproperlyConfigured as problems:
+    # One clear message listing everything to fix, not a traceback.
+    raise SystemExit(f"\n{problems}\n") from None
 BASE_DIR = env.BASE_DIR
 
 # --- Core -------------------------------------------------------------------------------------
