@@ -96,6 +96,7 @@ class UserSession(AbstractBaseSession):
         PERSON = "person", "the person"
         OPERATOR = "operator", "an operator"
         SYSTEM = "system", "the system"
+        CLIENT = "client", "a client application"
 
     session_key = models.CharField("key digest", max_length=64, primary_key=True)
     # NULL until sign-in (anonymous sessions have none); unique among those that have one.
@@ -161,6 +162,10 @@ class SecurityEvent(models.Model):
         PASSWORD_CHANGED = "password_changed", "password changed"
         SESSION_ENDED = "session_ended", "session ended"
         USER_DEACTIVATED = "user_deactivated", "user deactivated"
+        REFRESH_REPLAY = "refresh_replay", "refresh token replayed"
+        CODE_REPLAY = "code_replay", "authorization code replayed"
+        TOKENS_REVOKED = "tokens_revoked", "tokens revoked"
+        CLIENT_DEACTIVATED = "client_deactivated", "client deactivated"
 
     Actor = UserSession.EndedBy
 

@@ -30,6 +30,8 @@ EndedBy = UserSession.EndedBy
 # Sent after sessions end, with ``sids`` and ``reason``: the tokens app revokes what was bound to
 # them. Receivers must be idempotent (ending twice is harmless).
 sessions_ended = Signal()
+# Sent after a person is deactivated, with ``user``: tokens not bound to a session go too.
+user_deactivated = Signal()
 
 
 def record_event(
@@ -169,13 +171,15 @@ def deactivate_user(user: User, *, by: str, actor_user: User | None = None, requ
             actor=by,
             actor_user=actor_user,
         )
-    return end_sessions(
+    ended = end_sessions(
         UserSession.objects.filter(user=user),
         by=by,
         reason="user deactivated",
         request=request,
         actor_user=actor_user,
     )
+    user_deactivated.send(sender=User, user=user, actor=by, actor_user=actor_user)
+    return ended
 
 
 @dataclass(frozen=True)

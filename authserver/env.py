@@ -49,6 +49,11 @@ class Config:
     login_failure_limit: int
     login_failure_limit_per_ip: int
     login_failure_window: int
+    access_token_audience: str
+    access_token_signing_alg: str
+    authorization_code_lifetime: int
+    consent_lifetime_days: int
+    extra_scopes: dict[str, str]
 
 
 class _Reader:
@@ -185,6 +190,15 @@ def load(environ: dict[str, str] | None = None) -> Config:
             "LOGIN_FAILURE_LIMIT_PER_IP", 20, minimum=1, maximum=100_000
         ),
         login_failure_window=read.integer("LOGIN_FAILURE_WINDOW", 900, minimum=60, maximum=86_400),
+        access_token_audience=read.string("ACCESS_TOKEN_AUDIENCE", issuer),
+        access_token_signing_alg=read.choice(
+            "ACCESS_TOKEN_SIGNING_ALG", "ES256", ("ES256", "RS256")
+        ),
+        authorization_code_lifetime=read.integer(
+            "AUTHORIZATION_CODE_LIFETIME", 60, minimum=10, maximum=600
+        ),
+        consent_lifetime_days=read.integer("CONSENT_LIFETIME_DAYS", 365, minimum=1, maximum=3650),
+        extra_scopes=_scopes(read),
     )
     if read.problems:
         count = len(read.problems)
@@ -379,6 +393,23 @@ def _email(read: _Reader) -> dict:
         "EMAIL_URL", f"{_redact(value)!r} is not supported. Use console://, smtp:// or smtps://"
     )
     return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+
+
+def _scopes(read: _Reader) -> dict[str, str]:
+    """EXTRA_SCOPES="orders.read=Read your orders;orders.write=Change your orders"."""
+    value = read.raw("EXTRA_SCOPES")
+    scopes: dict[str, str] = {}
+    if value is None:
+        return scopes
+    for item in value.split(";"):
+        name, _, description = item.partition("=")
+        name = name.strip()
+        # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        if not name or not all(c == "!" or "#" <= c <= "[" or "]" <= c <= "~" for c in name):
+            read.problem("EXTRA_SCOPES", f"{name!r} is not a valid scope name (RFC 6749 §3.3).")
+            continue
+        scopes[name] = description.strip() or name
+    return scopes
 
 
 def _redact(url: str) -> str:

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
 ]
 
 MIDDLEWARE = [
@@ -109,6 +110,31 @@ LOGIN_FAILURE_LIMIT_PER_IP = CONFIG.login_failure_limit_per_ip
 LOGIN_FAILURE_WINDOW = CONFIG.login_failure_window
 # Client IP: REMOTE_ADDR, or the Nth address from the right of X-Forwarded-For behind N proxies.
 TRUSTED_PROXY_COUNT = CONFIG.trusted_proxy_count
+
+# --- OAuth 2.0 and OpenID Connect ------------------------------------------------------------
+# Scopes the server knows, with the words the consent page shows for each.
+OAUTH_SCOPES = {
+    "openid": "Sign you in with your account",
+    "profile": "See your name and username",
+    "email": "See your email address",
+    "offline_access": "Stay connected when you are not using it",
+    **CONFIG.extra_scopes,
+}
+ACCESS_TOKEN_AUDIENCE = CONFIG.access_token_audience
+ACCESS_TOKEN_SIGNING_ALG = CONFIG.access_token_signing_alg
+AUTHORIZATION_CODE_LIFETIME = CONFIG.authorization_code_lifetime
+CONSENT_LIFETIME_DAYS = CONFIG.consent_lifetime_days
+# Empty: resource servers here check tokens against this server's keys and revocation state.
+# Another deployment sets the JWKS URL and checks signatures offline.
+RESOURCE_SERVER_JWKS_URL = ""
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tokens.oauth.resource.BearerTokenAuthentication"],
+    # Secure by default: a DRF view needs a valid token carrying its ``required_scopes``.
+    "DEFAULT_PERMISSION_CLASSES": ["tokens.oauth.resource.HasScope"],
+}
+# Largest form body a protocol endpoint reads, and longest single parameter value.
+OAUTH_MAX_BODY_BYTES = 16_384
+OAUTH_MAX_PARAMETER_LENGTH = 4_096
 
 # --- Security headers -------------------------------------------------------------------------
 CSRF_COOKIE_SECURE = not DEBUG

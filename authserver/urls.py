@@ -9,5 +9,6 @@ urlpatterns = [
     path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
     path("admin/logout/", account_views.LogoutView.as_view()),
     path("admin/", admin.site.urls),
+    path("", include("tokens.urls")),
     path("", include("accounts.urls")),
 ]

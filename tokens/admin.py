@@ -1,0 +1,165 @@
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+
+from accounts.models import SecurityEvent
+from tokens import revocation, services
+from tokens.models import Client, Consent, RefreshToken, SigningKey
+
+
+class ClientForm(forms.ModelForm):
+    redirect_uris = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        required=False,
+        help_text="Exact redirect URIs, one per line (https, or http on loopback for native apps).",
+    )
+    grant_types = forms.MultipleChoiceField(
+        choices=Client.GrantType.choices, widget=forms.CheckboxSelectMultiple
+    )
+    allowed_scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=False)
+
+    class Meta:
+        model = Client
+        fields = [
+            "name", "client_type", "token_endpoint_auth_method", "redirect_uris", "grant_types",
+            "allowed_scopes", "consent", "access_token_lifetime", "refresh_token_lifetime",
+            "refresh_token_idle_lifetime", "is_active",
+        ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_scopes"].choices = [
+            (scope, f"{scope}: {description}")
+            for scope, description in settings.OAUTH_SCOPES.items()
+        ]
+        if self.instance.pk:
+            self.initial["redirect_uris"] = "\n".join(self.instance.redirect_uris)
+
+    def clean_redirect_uris(self) -> list[str]:
+        return [
+            line.strip() for line in self.cleaned_data["redirect_uris"].splitlines() if line.strip()
+        ]
+
+
+@admin.register(Client)
+class ClientAdmin(admin.ModelAdmin):
+    """Clients. A secret is shown once, on the page after it is made, and never again."""
+
+    form = ClientForm
+    list_display = ("name", "client_id", "client_type", "consent", "is_active", "created")
+    list_filter = ("client_type", "is_active", "consent")
+    search_fields = ("name", "client_id")
+    readonly_fields = ("client_id", "created", "updated")
+    actions = ["rotate_secret", "deactivate"]
+
+    def get_fields(self, request, obj=None):
+        fields = list(super().get_fields(request, obj))
+        return fields if obj else [f for f in fields if f not in self.readonly_fields]
+
+    def save_model(self, request, obj: Client, form, change: bool) -> None:
+        deactivating = change and "is_active" in form.changed_data and not obj.is_active
+        if deactivating:
+            obj.is_active = True  # the service makes the change and revokes the client's tokens
+        if not change:
+            obj.client_id = services.new_client_id()
+            request._new_client_secret = obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+        if deactivating:
+            services.deactivate_client(obj, actor_user=request.user, request=request)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._secret_page(
+            request, obj, getattr(request, "_new_client_secret", None), created=True
+        )
+
+    def _secret_page(self, request, client: Client, secret: str | None, *, created: bool):
+        return TemplateResponse(
+            request,
+            "admin/tokens/client/secret.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Client registered" if created else "New client secret",
+                "client": client,
+                "secret": secret,
+                "created": created,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(
+        description="Rotate the secret (the old one stops working at once)", permissions=["change"]
+    )
+    def rotate_secret(self, request, queryset):
+        clients = [client for client in queryset if not client.is_public]
+        if len(clients) != 1:
+            self.message_user(request, "Choose exactly one confidential client.", messages.WARNING)
+            return None
+        return self._secret_page(
+            request, clients[0], services.rotate_client_secret(clients[0]), created=False
+        )
+
+    @admin.action(
+        description="Deactivate selected clients and revoke their tokens", permissions=["change"]
+    )
+    def deactivate(self, request, queryset):
+        for client in queryset:
+            services.deactivate_client(client, actor_user=request.user, request=request)
+        self.message_user(request, f"Deactivated {queryset.count()} client(s).", messages.SUCCESS)
+
+
+@admin.register(RefreshToken)
+class RefreshTokenAdmin(admin.ModelAdmin):
+    """Refresh tokens by family. Only digests are stored, so nothing here can be used."""
+
+    list_display = ("pk", "client", "user", "state", "sid", "created", "expires", "revoke_reason")
+    list_filter = ("revoke_reason", "client")
+    list_select_related = ("client", "user")
+    search_fields = ("user__username", "user__email", "client__client_id", "family", "sid")
+    readonly_fields = [f.name for f in RefreshToken._meta.fields if f.name != "token_digest"]
+    exclude = ("token_digest",)
+    actions = ["revoke_families"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected tokens' whole families", permissions=["change"])
+    def revoke_families(self, request, queryset):
+        count = revocation.revoke_refresh_tokens(
+            RefreshToken.objects.filter(family__in=queryset.values("family")),
+            reason=RefreshToken.Reason.OPERATOR,
+            request=request,
+            actor=SecurityEvent.Actor.OPERATOR,
+            actor_user=request.user,
+        )
+        self.message_user(request, f"Revoked {count} refresh token(s).", messages.SUCCESS)
+
+
+@admin.register(Consent)
+class ConsentAdmin(admin.ModelAdmin):
+    list_display = ("user", "client", "scopes", "created", "expires")
+    list_select_related = ("user", "client")
+    search_fields = ("user__username", "client__name", "client__client_id")
+    readonly_fields = ("user", "client", "scopes", "created", "expires")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(admin.ModelAdmin):
+    """Signing keys; the private half is never shown."""
+
+    list_display = ("kid", "algorithm", "state", "created", "activated_at", "retired_at")
+    list_filter = ("state", "algorithm")
+    fields = ("kid", "algorithm", "state", "public_jwk", "created", "activated_at", "retired_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

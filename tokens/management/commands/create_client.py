@@ -1,0 +1,72 @@
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from tokens import services
+from tokens.models import Client
+
+
+class Command(BaseCommand):
+    help = "Register an OAuth client and print its client_id and secret (shown only now) as JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--redirect-uri", action="append", default=[], dest="redirect_uris")
+        parser.add_argument(
+            "--public", action="store_true", help="No secret; PKCE required (SPAs, mobile)."
+        )
+        parser.add_argument(
+            "--grant-type", action="append", dest="grant_types", choices=Client.GrantType.values,
+            help="Repeat for several (default: authorization_code and refresh_token).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--scope", action="append", dest="scopes", help="Allowed scope; repeat for several."
+        )
+        parser.add_argument(
+            "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
+        )
+        parser.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"])
+
+    def handle(
+        self,
+        *args,
+        name,
+        redirect_uris,
+        public,
+        grant_types,
+        scopes,
+        consent,
+        auth_method,
+        **options,
+    ):
+        extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
+        try:
+            client, secret = services.create_client(
+                name=name,
+                redirect_uris=redirect_uris,
+                public=public,
+                grant_types=grant_types,
+                scopes=scopes,
+                consent=consent,
+                **extra,
+            )
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items()
+            )
+            raise CommandError(problems) from None
+        self.stdout.write(
+            json.dumps(
+                {
+                    "client_id": client.client_id,
+                    "client_secret": secret,
+                    "client_type": client.client_type,
+                    "token_endpoint_auth_method": client.token_endpoint_auth_method,
+                    "redirect_uris": client.redirect_uris,
+                    "grant_types": client.grant_types,
+                    "scope": " ".join(client.allowed_scopes),
+                },
+                indent=2,
+            )
+        )

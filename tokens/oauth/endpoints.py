@@ -1,0 +1,114 @@
+"""Introspection (RFC 7662) and revocation (RFC 7009) on our two kinds of token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from authlib.oauth2.rfc7009 import RevocationEndpoint as BaseRevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEndpoint
+
+from accounts.models import SecurityEvent
+from tokens import access_tokens, revocation, services
+from tokens.models import RefreshToken, token_digest
+
+
+@dataclass
+class AccessTokenRecord:
+    """A verified JWT access token, shaped the way Authlib's endpoints expect a token."""
+
+    claims: dict
+
+    def check_client(self, client) -> bool:
+        return self.claims.get("client_id") == client.client_id
+
+    def is_expired(self) -> bool:
+        return False  # access_tokens.read() returns only unexpired tokens
+
+    def is_revoked(self) -> bool:
+        return not services.access_token_is_live(self.claims)
+
+
+def find_token(value: str, hint: str | None):
+    """RFC 7009 §2.1 / RFC 7662 §2.1: the hint is only a hint; look in both places."""
+    if not value or len(value) > 8_192:
+        return None
+    looks_like_jwt = value.count(".") == 2
+    if hint == "refresh_token" or not looks_like_jwt:
+        row = (
+            RefreshToken.objects.select_related("client", "user")
+            .filter(token_digest=token_digest(value))
+            .first()
+        )
+        if row is not None or not looks_like_jwt:
+            return row
+    claims = access_tokens.read(value)
+    return AccessTokenRecord(claims) if claims else None
+
+
+class IntrospectionEndpoint(BaseIntrospectionEndpoint):
+    # Resource servers are confidential clients; public clients cannot introspect.
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string, token_type_hint)
+
+    def check_permission(self, token, client, request) -> bool:
+        # Any confidential client (a resource server) may check an access token; a refresh
+        # token concerns only the client it was issued to.
+        if isinstance(token, RefreshToken):
+            return token.check_client(client)
+        return not client.is_public
+
+    def introspect_token(self, token) -> dict:
+        if isinstance(token, AccessTokenRecord):
+            claims = token.claims
+            fields = (
+                "scope",
+                "client_id",
+                "sub",
+                "aud",
+                "iss",
+                "exp",
+                "iat",
+                "jti",
+                "sid",
+                "auth_time",
+            )
+            return {
+                "active": True,
+                "token_type": "Bearer",
+                **{k: claims[k] for k in fields if k in claims},
+            }
+        if not services.refresh_token_is_live(token):
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "scope": token.scope,
+            "client_id": token.client.client_id,
+            "sub": str(token.user_id),
+            "username": token.user.get_username(),
+            "exp": int(token.expires.timestamp()),
+            "iat": int(token.created.timestamp()),
+        }
+
+
+class RevocationEndpoint(BaseRevocationEndpoint):
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token, request) -> None:
+        if isinstance(token, AccessTokenRecord):
+            claims = token.claims
+            expires = datetime.fromtimestamp(claims["exp"], UTC)
+            revocation.deny_access_tokens([(claims["jti"], expires)])
+            return
+        # RFC 7009 §2.1: revoking a refresh token may revoke its grant; we revoke the family.
+        revocation.revoke_family(
+            token.family,
+            reason=RefreshToken.Reason.REVOKED,
+            actor=SecurityEvent.Actor.CLIENT,
+        )

@@ -1,0 +1,80 @@
+"""The one Authlib authorization server, built by a factory and kept by a cached accessor."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
+from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
+from django.conf import settings
+
+from tokens import services
+from tokens.models import Client, RefreshToken
+from tokens.oauth.endpoints import IntrospectionEndpoint, RevocationEndpoint
+from tokens.oauth.grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    RefreshTokenGrant,
+    S256CodeChallenge,
+)
+
+
+class OAuth2Request(DjangoOAuth2Request):
+    """Authlib's request, keeping the Django request (session, IP) at hand for the grants."""
+
+    def __init__(self, request):
+        super().__init__(request)
+        self.django_request = request
+        self.issued_access = None
+
+
+class AuthorizationServer(DjangoAuthorizationServer):
+    def query_client(self, client_id: str) -> Client | None:
+        return services.active_client(client_id)
+
+    def create_oauth2_request(self, request) -> OAuth2Request:
+        return OAuth2Request(request)
+
+    def save_token(self, token: dict, request) -> None:
+        """Persist what must be: the refresh token's digest. Access tokens are self-contained."""
+        refresh_token = token.get("refresh_token")
+        if not refresh_token:
+            return
+        parent = request.refresh_token
+        code = request.authorization_code
+        if parent is not None:
+            # RFC 6749 §6: a new refresh token has exactly the scope of the one it replaces.
+            scope, sid, auth_time = parent.scope, parent.sid, parent.auth_time
+        else:
+            scope, sid, auth_time = code.scope, code.sid, code.auth_time
+        services.store_refresh_token(
+            refresh_token,
+            client=request.client,
+            user=request.user,
+            scope=scope,
+            sid=sid,
+            auth_time=auth_time,
+            access=request.issued_access,
+            parent=parent,
+            code=code,
+        )
+
+    def send_signal(self, name, *args, **kwargs) -> None:
+        pass  # security events are written by our services, not through Authlib's signals
+
+
+def build_server() -> AuthorizationServer:
+    server = AuthorizationServer(Client, RefreshToken)
+    server.scopes_supported = list(settings.OAUTH_SCOPES)
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(IntrospectionEndpoint)
+    server.register_endpoint(RevocationEndpoint)
+    return server
+
+
+@lru_cache(maxsize=1)
+def get_server() -> AuthorizationServer:
+    """Built on first use, after settings are final; tests call ``get_server.cache_clear()``."""
+    return build_server()

@@ -1,0 +1,315 @@
+"""The rules about clients, codes, consents and refresh tokens. Views, grants, admin,
+commands and jobs call these; nothing else writes those tables."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import SecurityEvent, User, UserSession
+from accounts.services import record_event
+from tokens import revocation
+from tokens.access_tokens import AccessToken
+from tokens.models import AuthorizationCode, Client, Consent, RefreshToken, token_digest
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_ACCESS = "offline_access"
+
+
+# --- clients ----------------------------------------------------------------------------------
+def new_client_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def create_client(
+    *,
+    name: str,
+    redirect_uris: list[str] | None = None,
+    public: bool = False,
+    grant_types: list[str] | None = None,
+    scopes: list[str] | None = None,
+    **fields,
+) -> tuple[Client, str | None]:
+    """Register a client; return it and its secret (None for public clients), shown only now."""
+    if grant_types is None:
+        grant_types = ["authorization_code", "refresh_token"]
+    client = Client(
+        client_id=new_client_id(),
+        name=name,
+        client_type=Client.Type.PUBLIC if public else Client.Type.CONFIDENTIAL,
+        token_endpoint_auth_method=fields.pop(
+            "token_endpoint_auth_method",
+            Client.AuthMethod.NONE if public else Client.AuthMethod.BASIC,
+        ),
+        redirect_uris=list(redirect_uris or []),
+        grant_types=list(grant_types),
+        allowed_scopes=list(
+            scopes if scopes is not None else ["openid", "profile", "email", OFFLINE_ACCESS]
+        ),
+        **fields,
+    )
+    secret = client.set_new_secret()
+    client.full_clean()
+    client.save()
+    return client, secret
+
+
+def rotate_client_secret(client: Client) -> str:
+    """A new secret for a confidential client; the old one stops working at once."""
+    secret = client.set_new_secret()
+    client.save(update_fields=["secret_digest", "updated"])
+    return secret
+
+
+def deactivate_client(client: Client, *, actor_user: User | None = None, request=None) -> int:
+    """Stop a client: no new tokens, and its existing ones stop working (introspection checks
+    the client; its refresh tokens are revoked here). Nothing else is touched."""
+    Client.objects.filter(pk=client.pk).update(is_active=False)
+    client.is_active = False
+    record_event(
+        SecurityEvent.Kind.CLIENT_DEACTIVATED,
+        request=request,
+        actor=SecurityEvent.Actor.OPERATOR if actor_user else SecurityEvent.Actor.SYSTEM,
+        actor_user=actor_user,
+        client_id=client.client_id,
+    )
+    return revocation.revoke_refresh_tokens(
+        RefreshToken.objects.filter(client=client),
+        reason=RefreshToken.Reason.CLIENT,
+        request=request,
+        actor=SecurityEvent.Actor.OPERATOR if actor_user else SecurityEvent.Actor.SYSTEM,
+        actor_user=actor_user,
+    )
+
+
+def active_client(client_id: str | None) -> Client | None:
+    if not client_id or len(client_id) > 64:
+        return None
+    return Client.objects.filter(client_id=client_id, is_active=True).first()
+
+
+# --- consent ----------------------------------------------------------------------------------
+def has_consent(user: User, client: Client, scopes: list[str]) -> bool:
+    """True if the person need not be asked: a first-party client, or a remembered answer."""
+    if client.consent == Client.Consent.SKIP:
+        return True
+    if client.consent == Client.Consent.ASK:
+        return False
+    consent = Consent.objects.live().filter(user=user, client=client).first()
+    return consent is not None and consent.covers(scopes)
+
+
+def remember_consent(user: User, client: Client, scopes: list[str]) -> None:
+    if client.consent != Client.Consent.REMEMBER:
+        return
+    expires = timezone.now() + timedelta(days=settings.CONSENT_LIFETIME_DAYS)
+    consent, created = Consent.objects.get_or_create(
+        user=user, client=client, defaults={"scopes": sorted(set(scopes)), "expires": expires}
+    )
+    if not created:
+        # An expired consent starts afresh; a live one grows to the union of what was granted.
+        previous = consent.scopes if consent.expires > timezone.now() else []
+        consent.scopes = sorted(set(previous) | set(scopes))
+        consent.expires = expires
+        consent.save(update_fields=["scopes", "expires"])
+
+
+# --- authorization codes ----------------------------------------------------------------------
+def save_authorization_code(
+    code: str,
+    *,
+    client: Client,
+    user: User,
+    sid: str,
+    auth_time,
+    redirect_uri: str,
+    scope: str,
+    nonce: str = "",
+    code_challenge: str = "",
+    code_challenge_method: str = "",
+) -> AuthorizationCode:
+    now = timezone.now()
+    return AuthorizationCode.objects.create(
+        code_digest=token_digest(code),
+        client=client,
+        user=user,
+        sid=sid,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        nonce=nonce,
+        code_challenge=code_challenge,
+        code_challenge_method=code_challenge_method if code_challenge else "",
+        auth_time=auth_time,
+        created=now,
+        expires=now + timedelta(seconds=settings.AUTHORIZATION_CODE_LIFETIME),
+    )
+
+
+def find_code_for_exchange(code: str, client: Client, *, request=None) -> AuthorizationCode | None:
+    """The unused, unexpired code issued to ``client``, row-locked until the transaction ends.
+
+    Must run inside ``transaction.atomic()`` (the token view is): a second, concurrent exchange
+    of the same code waits on the lock, then finds it used. A code presented after it was used
+    is a replay: RFC 6749 §4.1.2 says to deny it and revoke what it produced.
+    """
+    if not code or len(code) > 256:
+        return None
+    row = (
+        AuthorizationCode.objects.select_for_update()
+        .select_related("user")
+        .filter(code_digest=token_digest(code))
+        .first()
+    )
+    if row is None or row.client_id != client.pk:
+        return None
+    if row.used_at is not None:
+        revocation.revoke_code_tokens(row, request=request)
+        return None
+    if row.expires <= timezone.now():
+        return None
+    return row
+
+
+def mark_code_used(row: AuthorizationCode, access: AccessToken | None) -> None:
+    row.used_at = timezone.now()
+    if access is not None:
+        row.access_jti, row.access_expires = access.jti, access.expires_at
+    row.save(update_fields=["used_at", "access_jti", "access_expires"])
+
+
+# --- refresh tokens ---------------------------------------------------------------------------
+def store_refresh_token(
+    value: str,
+    *,
+    client: Client,
+    user: User,
+    scope: str,
+    sid: str,
+    auth_time=None,
+    access: AccessToken | None,
+    parent: RefreshToken | None = None,
+    code: AuthorizationCode | None = None,
+) -> RefreshToken:
+    """Keep the digest of a new refresh token: the first of a family, or the child of ``parent``.
+
+    Tokens without ``offline_access`` are bound to the browser session that approved them and
+    die with it (``sid``); the idle expiry never passes the family's absolute one.
+    """
+    now = timezone.now()
+    if parent is not None:
+        family, family_expires = parent.family, parent.family_expires
+    else:
+        family = None
+        family_expires = now + timedelta(seconds=client.refresh_token_lifetime)
+    bound_sid = "" if OFFLINE_ACCESS in scope.split() else sid
+    return RefreshToken.objects.create(
+        token_digest=token_digest(value),
+        **({"family": family} if family else {}),
+        parent=parent,
+        authorization_code=code,
+        client=client,
+        user=user,
+        sid=bound_sid,
+        scope=scope,
+        auth_time=auth_time,
+        created=now,
+        expires=min(now + timedelta(seconds=client.refresh_token_idle_lifetime), family_expires),
+        family_expires=family_expires,
+        access_jti=access.jti if access else "",
+        access_expires=access.expires_at if access else None,
+    )
+
+
+def find_refresh_token(value: str, client: Client, *, request=None) -> RefreshToken | None:
+    """The live refresh token ``value`` of ``client``, or None.
+
+    A token that was already rotated (or revoked) is a replay: someone holds a copy. The whole
+    family is revoked and the event recorded (RFC 9700 §4.14.2).
+    """
+    if not value or len(value) > 256:
+        return None
+    row = (
+        RefreshToken.objects.select_related("user").filter(token_digest=token_digest(value)).first()
+    )
+    if row is None or row.client_id != client.pk:
+        return None
+    if row.rotated_at is not None or row.revoked_at is not None:
+        if row.rotated_at is not None:
+            record_event(
+                SecurityEvent.Kind.REFRESH_REPLAY,
+                request=request,
+                user=row.user,
+                actor=SecurityEvent.Actor.SYSTEM,
+                sid=row.sid,
+                client_id=client.client_id,
+                family=str(row.family),
+            )
+            revocation.revoke_family(row.family, reason=RefreshToken.Reason.REPLAY, request=request)
+        return None
+    now = timezone.now()
+    if row.expires <= now or not row.user.is_active:
+        return None
+    if row.sid and not UserSession.objects.active(now).filter(sid=row.sid).exists():
+        # Bound to a session that has ended: the cascade should have caught it; finish the job.
+        revocation.revoke_family(
+            row.family, reason=RefreshToken.Reason.SESSION_ENDED, request=request
+        )
+        return None
+    return row
+
+
+def rotate(row: RefreshToken) -> bool:
+    """Mark ``row`` used, if nobody else has: one atomic compare-and-set.
+
+    Of any number of concurrent refreshes with one token, exactly one gets True.
+    """
+    return bool(
+        RefreshToken.objects.filter(
+            pk=row.pk, rotated_at__isnull=True, revoked_at__isnull=True
+        ).update(rotated_at=timezone.now())
+    )
+
+
+def live_refresh_tokens(now=None):
+    now = now or timezone.now()
+    return RefreshToken.objects.filter(
+        Q(rotated_at__isnull=True) & Q(revoked_at__isnull=True), expires__gt=now
+    )
+
+
+def refresh_token_is_live(row: RefreshToken) -> bool:
+    now = timezone.now()
+    if row.rotated_at or row.revoked_at or row.expires <= now or not row.client.is_active:
+        return False
+    if not row.user.is_active:
+        return False
+    return not row.sid or UserSession.objects.active(now).filter(sid=row.sid).exists()
+
+
+def access_token_is_live(claims: dict) -> bool:
+    """Beyond signature and expiry (already checked): not deny-listed, client active, the person
+    active, and the browser session it came from still alive. This is what makes revocation
+    immediate for anyone who introspects."""
+    from tokens.models import RevokedAccessToken
+
+    if RevokedAccessToken.objects.filter(jti=claims["jti"]).exists():
+        return False
+    if not Client.objects.filter(client_id=claims["client_id"], is_active=True).exists():
+        return False
+    sid = claims.get("sid")
+    if sid and not UserSession.objects.active().filter(sid=sid).exists():
+        return False
+    subject = claims.get("sub")
+    if subject != claims["client_id"]:
+        if (
+            not str(subject).isdigit()
+            or not User.objects.filter(pk=int(subject), is_active=True).exists()
+        ):
+            return False
+    return True

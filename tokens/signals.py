@@ -1,0 +1,22 @@
+"""How the tokens app hears that sessions and people have gone."""
+
+from django.dispatch import receiver
+
+from accounts.services import sessions_ended, user_deactivated
+from tokens import revocation
+from tokens.models import RefreshToken
+
+
+@receiver(sessions_ended, dispatch_uid="tokens.revoke_for_sessions")
+def revoke_for_sessions(sender, sids, reason, **kwargs) -> None:
+    revocation.revoke_for_sessions(sids)
+
+
+@receiver(user_deactivated, dispatch_uid="tokens.revoke_for_user")
+def revoke_for_user(sender, user, actor, actor_user=None, **kwargs) -> None:
+    revocation.revoke_refresh_tokens(
+        RefreshToken.objects.filter(user=user),
+        reason=RefreshToken.Reason.USER,
+        actor=actor,
+        actor_user=actor_user,
+    )

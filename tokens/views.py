@@ -1,0 +1,197 @@
+"""OAuth 2.0 endpoints. Thin: parse, refuse what the RFCs refuse, hand the rest to Authlib."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods
+
+from tokens import keys, services
+from tokens.oauth.server import get_server
+
+logger = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def oauth_error(error: str, description: str, status: int = 400, **headers: str) -> JsonResponse:
+    """An RFC 6749 §5.2 error body, never cached."""
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def form_problem(request: HttpRequest) -> JsonResponse | None:
+    """What RFC 6749 requires of a request to the token, introspection and revocation endpoints,
+    checked before anything reads it. Every refusal is an RFC 6749 §5.2 error, never a 500."""
+    if request.method != "POST":
+        return oauth_error("invalid_request", "Use POST.", status=405, Allow="POST")
+    if request.GET:
+        # RFC 6749 §2.3.1 / §3.2: credentials and tokens go in the body, never in the URL.
+        return oauth_error("invalid_request", "Send parameters in the request body, not the URL.")
+    if request.content_type != FORM:
+        return oauth_error("invalid_request", f"The body must be {FORM}.")
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return oauth_error("invalid_request", "Bad Content-Length.")
+    if length > settings.OAUTH_MAX_BODY_BYTES:
+        return oauth_error("invalid_request", "The request body is too large.")
+    try:
+        body = request.POST
+    except (RequestDataTooBig, TooManyFieldsSent, SuspiciousOperation, UnicodeDecodeError):
+        return oauth_error("invalid_request", "The request body could not be read.")
+    for name, values in body.lists():
+        if len(values) > 1:
+            # RFC 6749 §3.2: parameters MUST NOT be included more than once.
+            return oauth_error("invalid_request", f"'{name[:40]}' was sent more than once.")
+        if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH or len(name) > 100:
+            return oauth_error("invalid_request", f"'{name[:40]}' is too long.")
+    return None
+
+
+_SECRETS = ("client_secret", "code", "code_verifier", "refresh_token", "token")
+
+
+@csrf_exempt  # clients authenticate with credentials, not cookies
+@never_cache
+@sensitive_post_parameters(*_SECRETS)
+def token(request: HttpRequest) -> HttpResponse:
+    if problem := form_problem(request):
+        return problem
+    # One transaction: a code or refresh token is used up together with the tokens it buys, or
+    # not at all. client_credentials runs no query, so this costs it nothing.
+    with transaction.atomic():
+        return get_server().create_token_response(request)
+
+
+@csrf_exempt
+@never_cache
+@sensitive_post_parameters(*_SECRETS)
+def introspect(request: HttpRequest) -> HttpResponse:
+    if problem := form_problem(request):
+        return problem
+    return get_server().create_endpoint_response("introspection", request)
+
+
+@csrf_exempt
+@never_cache
+@sensitive_post_parameters(*_SECRETS)
+def revoke(request: HttpRequest) -> HttpResponse:
+    if problem := form_problem(request):
+        return problem
+    with transaction.atomic():
+        return get_server().create_endpoint_response("revocation", request)
+
+
+def jwks(request: HttpRequest) -> JsonResponse:
+    keys.signing_key()  # a fresh install publishes its first key before anything asks
+    response = JsonResponse(keys.jwks())
+    response["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# --- the authorization endpoint ---------------------------------------------------------------
+@never_cache
+@require_http_methods(["GET", "POST"])
+def authorize(request: HttpRequest) -> HttpResponse:
+    """RFC 6749 §4.1.1: validate, make sure a person is signed in, ask for consent, answer."""
+    if problem := _authorize_parameter_problem(request):
+        return _error_page(request, problem)
+    server = get_server()
+    user = request.user if request.user.is_authenticated else None
+    try:
+        grant = server.get_consent_grant(request, end_user=user)
+    except OAuth2Error as error:
+        return _authorization_error(request, error)
+    if user is None:
+        return redirect_to_login(request.get_full_path())
+
+    client, scopes = grant.client, (grant.request.scope or "").split()
+    if request.method == "POST":
+        decision = request.POST.get("decision")
+        if decision == "allow":
+            services.remember_consent(user, client, scopes)
+            return _respond(request, grant, user)
+        if decision == "deny":
+            return _respond(request, grant, None)
+    elif services.has_consent(user, client, scopes):
+        return _respond(request, grant, user)
+    return _consent_page(request, grant, scopes)
+
+
+def _authorize_parameter_problem(request: HttpRequest) -> str | None:
+    for name, values in request.GET.lists():
+        if len(values) > 1:
+            return f"The parameter '{name[:40]}' was sent more than once (RFC 6749 §3.1)."
+        if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH:
+            return f"The parameter '{name[:40]}' is too long."
+    return None
+
+
+def _respond(request: HttpRequest, grant, user) -> HttpResponse:
+    """Send the person back to the client, with a code or with access_denied."""
+    response = get_server().create_authorization_response(
+        request=grant.request, grant_user=user, grant=grant
+    )
+    return _with_issuer(response)
+
+
+def _with_issuer(response: HttpResponse) -> HttpResponse:
+    # RFC 9207 §2: every authorization response, errors included, names its issuer (mix-up defence).
+    if response.status_code in (301, 302, 303) and response.get("Location"):
+        response["Location"] = add_params_to_uri(response["Location"], {"iss": settings.ISSUER})
+    return response
+
+
+def _authorization_error(request: HttpRequest, error: OAuth2Error) -> HttpResponse:
+    if error.redirect_uri:
+        # The client and its redirect URI checked out: the error goes back to the client.
+        status, body, headers = error()
+        response = HttpResponse(body, status=status)
+        for name, value in headers:
+            response[name] = value
+        return _with_issuer(response)
+    # RFC 6749 §4.1.2.1: unknown client or bad redirect URI: tell the person, never redirect.
+    return _error_page(request, error.get_error_description() or error.error)
+
+
+def _error_page(request: HttpRequest, description: str) -> HttpResponse:
+    return render(request, "tokens/authorize_error.html", {"description": description}, status=400)
+
+
+def _consent_page(request: HttpRequest, grant, scopes: list[str]) -> HttpResponse:
+    described = [(scope, settings.OAUTH_SCOPES.get(scope, scope)) for scope in scopes]
+    redirect = urlsplit(grant.redirect_uri)
+    response = render(
+        request,
+        "tokens/consent.html",
+        {
+            "client": grant.client,
+            "scopes": described,
+            "redirect_host": redirect.netloc or redirect.scheme,
+            "action": request.get_full_path(),
+        },
+    )
+    # The answer is a redirect to the client; browsers hold form submissions' redirects to
+    # CSP form-action, so the client's origin joins 'self' for this page only.
+    origin = f"{redirect.scheme}://{redirect.netloc}" if redirect.netloc else f"{redirect.scheme}:"
+    response["Content-Security-Policy"] = settings.CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'", f"form-action 'self' {origin}"
+    )
+    return response
