@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as BaseRevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEndpoint
 
@@ -46,7 +48,23 @@ def find_token(value: str, hint: str | None):
     return AccessTokenRecord(claims) if claims else None
 
 
-class IntrospectionEndpoint(BaseIntrospectionEndpoint):
+class UnsupportedTokenTypeError(OAuth2Error):
+    """RFC 7009 §2.2.1: an RFC 6749 §5.2 error, so 400 (Authlib answers 401 for this one)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
+
+
+class CheckedParameters:
+    def check_params(self, request, client) -> None:
+        if "token" not in request.form:
+            raise InvalidRequestError("Missing 'token' in request.")
+        hint = request.form.get("token_type_hint")
+        if hint and hint not in self.SUPPORTED_TOKEN_TYPES:
+            raise UnsupportedTokenTypeError()
+
+
+class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
     # Resource servers are confidential clients; public clients cannot introspect.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -94,7 +112,7 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):
         }
 
 
-class RevocationEndpoint(BaseRevocationEndpoint):
+class RevocationEndpoint(CheckedParameters, BaseRevocationEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
     def query_token(self, token_string, token_type_hint):
