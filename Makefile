@@ -32,7 +32,7 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
 ## run: a working provider on http://$(HOST):$(PORT) with a demo user; SQLite and a file-system
 ## broker unless DATABASE_URL / REDIS_URL are set. Ctrl-C stops the server and the worker.
 run: $(VENV)/.run-installed
-	@export DEBUG=$${DEBUG:-true}; set -e; \
+	@export DEBUG=$${DEBUG:-true} ISSUER=$${ISSUER:-http://$(HOST):$(PORT)}; set -e; \
 	$(PY) manage.py migrate --noinput; \
 	$(PY) manage.py seed_demo; \
 	$(VENV)/bin/celery -A authserver worker --beat --concurrency=1 --loglevel=INFO & worker=$$!; \
