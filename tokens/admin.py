@@ -64,6 +64,10 @@ class ClientAdmin(admin.ModelAdmin):
         if not change:
             obj.client_id = services.new_client_id()
             request._new_client_secret = obj.set_new_secret()
+        elif "client_type" in form.changed_data:
+            # A public client keeps no secret; one turned confidential gets a fresh one (never
+            # the secret it may have had before).
+            request._new_client_secret = obj.set_new_secret()
         super().save_model(request, obj, form, change)
         if deactivating:
             services.deactivate_client(obj, actor_user=request.user, request=request)
@@ -72,6 +76,12 @@ class ClientAdmin(admin.ModelAdmin):
         return self._secret_page(
             request, obj, getattr(request, "_new_client_secret", None), created=True
         )
+
+    def response_change(self, request, obj):
+        secret = getattr(request, "_new_client_secret", None)
+        if secret:
+            return self._secret_page(request, obj, secret, created=False)
+        return super().response_change(request, obj)
 
     def _secret_page(self, request, client: Client, secret: str | None, *, created: bool):
         return TemplateResponse(

@@ -191,8 +191,13 @@ class Client(models.Model):
 
 def redirect_uri_problem(uri: str) -> str | None:
     """Why a redirect URI cannot be registered, or None (RFC 6749 §3.1.2, RFC 8252 §7)."""
+    # urlsplit() quietly drops spaces, tabs and newlines; matching is exact, so a URI carrying
+    # any of them could never match what a client sends.
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+        return "must not contain spaces or control characters"
     try:
         parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
     except ValueError:
         return "not a URL"
     if parts.fragment or "#" in uri:
@@ -206,10 +211,8 @@ def redirect_uri_problem(uri: str) -> str | None:
             if parts.hostname in ("127.0.0.1", "[::1]", "::1", "localhost")
             else "http is only for loopback"
         )
-    if parts.scheme and "." in parts.scheme and not parts.netloc.startswith("/"):
-        return (
-            None  # a private-use scheme for native apps (RFC 8252 §7.1), e.g. com.example.app:/cb
-        )
+    if "." in parts.scheme and not parts.netloc and parts.path.startswith("/"):
+        return None  # a private-use scheme for native apps (RFC 8252 §7.1): com.example.app:/cb
     return "use https, a loopback http URL, or a reverse-domain private scheme"
 
 

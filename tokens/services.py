@@ -70,7 +70,7 @@ def rotate_client_secret(client: Client) -> str:
 def deactivate_client(client: Client, *, actor_user: User | None = None, request=None) -> int:
     """Stop a client: no new tokens, and its existing ones stop working (introspection checks
     the client; its refresh tokens are revoked here). Nothing else is touched."""
-    Client.objects.filter(pk=client.pk).update(is_active=False)
+    Client.objects.filter(pk=client.pk).update(is_active=False, updated=timezone.now())
     client.is_active = False
     record_event(
         SecurityEvent.Kind.CLIENT_DEACTIVATED,
