@@ -23,6 +23,17 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
+    def render_to_response(self, context, **response_kwargs):
+        from tokens.csp import authorization_redirect_origin, form_action_policy
+
+        response = super().render_to_response(context, **response_kwargs)
+        # Signing in to continue an authorization request can end on the client (/authorize
+        # answers at once when consent is skipped or remembered), and browsers hold every
+        # redirect that follows this form's submission to CSP form-action.
+        if origin := authorization_redirect_origin(self.get_redirect_url()):
+            response["Content-Security-Policy"] = form_action_policy(origin)
+        return response
+
 
 class LogoutView(View):
     """GET asks for confirmation; only a POST (with its CSRF token) signs out."""

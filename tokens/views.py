@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from tokens import keys, services
+from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth.server import get_server
 
 logger = logging.getLogger(__name__)
@@ -188,10 +189,6 @@ def _consent_page(request: HttpRequest, grant, scopes: list[str]) -> HttpRespons
             "action": request.get_full_path(),
         },
     )
-    # The answer is a redirect to the client; browsers hold form submissions' redirects to
-    # CSP form-action, so the client's origin joins 'self' for this page only.
-    origin = f"{redirect.scheme}://{redirect.netloc}" if redirect.netloc else f"{redirect.scheme}:"
-    response["Content-Security-Policy"] = settings.CONTENT_SECURITY_POLICY.replace(
-        "form-action 'self'", f"form-action 'self' {origin}"
-    )
+    # The answer is a redirect to the client: the client's origin joins form-action here.
+    response["Content-Security-Policy"] = form_action_policy(redirect_origin(grant.redirect_uri))
     return response

@@ -240,3 +240,18 @@ def test_a_code_remembers_who_which_session_and_the_pkce_challenge(
     assert row.code_challenge_method == "S256" and len(row.code_challenge) == 43
     assert row.nonce == "n-0S6_WzA2Mj" and row.scope == "openid"
     assert row.auth_time is not None
+
+
+def test_the_sign_in_page_lets_its_form_end_on_a_registered_client_only(confidential):
+    """CSP form-action covers every redirect after a form submission: continuing a valid
+    authorization request, the client's origin is allowed; anything else, only 'self'."""
+    from urllib.parse import quote
+
+    good = authorize_url(confidential, challenge=pkce_pair()[1])
+    page = Browser().get("/login/?next=" + quote(good), secure=True)
+    assert "form-action 'self' https://app.example.com;" in page["Content-Security-Policy"]
+    forged = authorize_url(confidential, redirect_uri="https://evil.example/cb")
+    page = Browser().get("/login/?next=" + quote(forged), secure=True)
+    assert "form-action 'self';" in page["Content-Security-Policy"]
+    page = Browser().get("/login/?next=" + quote("https://evil.example/"), secure=True)
+    assert "form-action 'self';" in page["Content-Security-Policy"]

@@ -1,0 +1,40 @@
+"""Content-Security-Policy for pages whose form submission ends on a client's redirect URI.
+
+Browsers hold every redirect that follows a form submission to CSP ``form-action``, so a page
+that may send a person back to a client (the consent page, the sign-in page continuing an
+authorization request) adds that client's origin to ``'self'``, and nothing more.
+"""
+
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.urls import reverse
+
+from tokens import services
+
+
+def redirect_origin(redirect_uri: str) -> str:
+    parts = urlsplit(redirect_uri)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+
+
+def form_action_policy(origin: str) -> str:
+    return settings.CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'", f"form-action 'self' {origin}"
+    )
+
+
+def authorization_redirect_origin(next_url: str | None) -> str | None:
+    """The client origin a sign-in continuing ``next_url`` may end on: only for an authorization
+    request of an active client naming one of its registered redirect URIs."""
+    parts = urlsplit(next_url or "")
+    if parts.path != reverse("tokens:authorize"):
+        return None
+    params = parse_qs(parts.query)
+    client = services.active_client((params.get("client_id") or [None])[0])
+    if client is None:
+        return None
+    redirect_uri = (params.get("redirect_uri") or [None])[0] or client.get_default_redirect_uri()
+    if not redirect_uri or not client.check_redirect_uri(redirect_uri):
+        return None
+    return redirect_origin(redirect_uri)
