@@ -50,6 +50,9 @@ class User(AbstractUser):
     email = models.EmailField(
         "email address", help_text="Used to sign in and to reset the password."
     )
+    email_verified = models.BooleanField(
+        default=False, help_text="The person has shown they read this address (e.g. a reset link)."
+    )
 
     objects = UserManager()
 

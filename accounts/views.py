@@ -19,9 +19,40 @@ from accounts.models import SecurityEvent, UserSession
 
 
 class LoginView(auth_views.LoginView):
+    """Sign-in. With ``reauth=1`` (OIDC prompt=login, max_age) it asks again even when signed
+    in; ``login_hint`` fills in the name."""
+
     form_class = LoginForm
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+
+    def dispatch(self, request, *args, **kwargs):
+        self.reauthenticating = request.GET.get("reauth") == "1" and request.user.is_authenticated
+        if self.reauthenticating:
+            self.redirect_authenticated_user = False
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_initial(self):
+        hint = self.request.GET.get("login_hint", "")[:254]
+        if not hint and self.reauthenticating:
+            hint = self.request.user.get_username()
+        return {"username": hint} if hint else {}
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "reauthenticating": self.reauthenticating}
+
+    def form_valid(self, form):
+        current = self.request.user
+        if current.is_authenticated and current.pk != form.get_user().pk:
+            # Someone else signs in on this browser: the previous login ends properly (tokens,
+            # back-channel logout), not just by Django flushing the session.
+            services.end_sessions(
+                UserSession.objects.filter(session_key=self.request.session.stored_key or ""),
+                by=UserSession.EndedBy.PERSON,
+                reason="another account signed in",
+                request=self.request,
+            )
+        return super().form_valid(form)
 
     def render_to_response(self, context, **response_kwargs):
         from tokens.csp import authorization_redirect_origin, form_action_policy
@@ -131,6 +162,9 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         user = form.user
         services.record_event(SecurityEvent.Kind.PASSWORD_RESET, request=self.request, user=user)
+        if not user.email_verified:
+            # Following the emailed link shows the person reads that address.
+            type(user).objects.filter(pk=user.pk).update(email_verified=True)
         services.end_sessions(
             UserSession.objects.filter(user=user),
             by=UserSession.EndedBy.PERSON,

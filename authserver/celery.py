@@ -33,4 +33,9 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="7,22,37,52"),
         "options": {"expires": 10 * 60},
     },
+    "tokens-rotate-signing-keys": {
+        "task": "tokens.rotate_signing_keys",
+        "schedule": crontab(minute="17"),
+        "options": {"expires": 30 * 60},
+    },
 }

@@ -54,6 +54,9 @@ class Config:
     authorization_code_lifetime: int
     consent_lifetime_days: int
     extra_scopes: dict[str, str]
+    id_token_lifetime: int
+    signing_key_rotate_after_days: int
+    open_registration: bool
 
 
 class _Reader:
@@ -199,6 +202,11 @@ def load(environ: dict[str, str] | None = None) -> Config:
         ),
         consent_lifetime_days=read.integer("CONSENT_LIFETIME_DAYS", 365, minimum=1, maximum=3650),
         extra_scopes=_scopes(read),
+        id_token_lifetime=read.integer("ID_TOKEN_LIFETIME", 3600, minimum=60, maximum=86_400),
+        signing_key_rotate_after_days=read.integer(
+            "SIGNING_KEY_ROTATE_AFTER_DAYS", 30, minimum=1, maximum=3650
+        ),
+        open_registration=read.boolean("OPEN_REGISTRATION", False),
     )
     if read.problems:
         count = len(read.problems)

@@ -124,6 +124,19 @@ ACCESS_TOKEN_AUDIENCE = CONFIG.access_token_audience
 ACCESS_TOKEN_SIGNING_ALG = CONFIG.access_token_signing_alg
 AUTHORIZATION_CODE_LIFETIME = CONFIG.authorization_code_lifetime
 CONSENT_LIFETIME_DAYS = CONFIG.consent_lifetime_days
+ID_TOKEN_LIFETIME = CONFIG.id_token_lifetime
+LOGOUT_TOKEN_LIFETIME = 120
+# Key life cycle (tokens/keys.py): a key is published a day before it signs, signs for
+# SIGNING_KEY_ROTATE_AFTER, then stays published until everything it signed has expired.
+SIGNING_KEY_ROTATE_AFTER = CONFIG.signing_key_rotate_after_days * 86_400
+SIGNING_KEY_PUBLISH_AHEAD = 86_400
+# Dynamic client registration (RFC 7591): closed unless OPEN_REGISTRATION; otherwise an initial
+# access token from admin or `manage.py create_initial_access_token` is required.
+OPEN_REGISTRATION = CONFIG.open_registration
+# Back-channel logout POSTs go to URLs that clients registered: never into private networks,
+# unless this is on (tests, or every relying party lives inside the network).
+BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = DEBUG
+BACKCHANNEL_LOGOUT_TIMEOUT = 5
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.
 RESOURCE_SERVER_JWKS_URL = ""

@@ -2,10 +2,18 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from accounts.models import SecurityEvent
 from tokens import revocation, services
-from tokens.models import Client, Consent, RefreshToken, SigningKey
+from tokens.models import (
+    BackchannelLogout,
+    Client,
+    Consent,
+    InitialAccessToken,
+    RefreshToken,
+    SigningKey,
+)
 
 
 class ClientForm(forms.ModelForm):
@@ -18,13 +26,25 @@ class ClientForm(forms.ModelForm):
         choices=Client.GrantType.choices, widget=forms.CheckboxSelectMultiple
     )
     allowed_scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=False)
+    backchannel_logout_uri = forms.URLField(
+        assume_scheme="https",
+        required=False,
+        max_length=500,
+        help_text="Receives a logout_token when a browser session it used ends (https).",
+    )
+    post_logout_redirect_uris = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        required=False,
+        help_text="Exact URIs the client may send people to after logout, one per line.",
+    )
 
     class Meta:
         model = Client
         fields = [
             "name", "client_type", "token_endpoint_auth_method", "redirect_uris", "grant_types",
             "allowed_scopes", "consent", "access_token_lifetime", "refresh_token_lifetime",
-            "refresh_token_idle_lifetime", "is_active",
+            "refresh_token_idle_lifetime", "id_token_signed_response_alg", "post_logout_redirect_uris",
+            "backchannel_logout_uri", "backchannel_logout_session_required", "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
@@ -35,11 +55,19 @@ class ClientForm(forms.ModelForm):
         ]
         if self.instance.pk:
             self.initial["redirect_uris"] = "\n".join(self.instance.redirect_uris)
+            self.initial["post_logout_redirect_uris"] = "\n".join(
+                self.instance.post_logout_redirect_uris
+            )
+
+    @staticmethod
+    def _lines(value: str) -> list[str]:
+        return [line.strip() for line in value.splitlines() if line.strip()]
 
     def clean_redirect_uris(self) -> list[str]:
-        return [
-            line.strip() for line in self.cleaned_data["redirect_uris"].splitlines() if line.strip()
-        ]
+        return self._lines(self.cleaned_data["redirect_uris"])
+
+    def clean_post_logout_redirect_uris(self) -> list[str]:
+        return self._lines(self.cleaned_data["post_logout_redirect_uris"])
 
 
 @admin.register(Client)
@@ -173,3 +201,80 @@ class SigningKeyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(BackchannelLogout)
+class BackchannelLogoutAdmin(admin.ModelAdmin):
+    """Back-channel logout deliveries: one per ended session and client, with the outcome."""
+
+    list_display = (
+        "created",
+        "client",
+        "user",
+        "sid",
+        "status",
+        "attempts",
+        "last_status_code",
+        "delivered_at",
+    )
+    list_filter = ("status", "client")
+    list_select_related = ("client", "user")
+    search_fields = ("sid", "client__client_id", "client__name", "user__username")
+    readonly_fields = [f.name for f in BackchannelLogout._meta.fields]
+    actions = ["retry"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Send again now", permissions=["change"])
+    def retry(self, request, queryset):
+        from tokens.tasks import deliver_backchannel_logout
+
+        waiting = queryset.exclude(status=BackchannelLogout.Status.DELIVERED)
+        ids = list(waiting.values_list("pk", flat=True))
+        waiting.update(status=BackchannelLogout.Status.FAILED)
+        for delivery_id in ids:
+            deliver_backchannel_logout.delay(delivery_id)
+        self.message_user(request, f"Queued {len(ids)} deliver(ies).", messages.SUCCESS)
+
+
+class InitialAccessTokenForm(forms.ModelForm):
+    days = forms.IntegerField(
+        min_value=1, max_value=365, initial=7, help_text="Valid for this many days."
+    )
+
+    class Meta:
+        model = InitialAccessToken
+        fields = ["note", "uses_left"]
+
+
+@admin.register(InitialAccessToken)
+class InitialAccessTokenAdmin(admin.ModelAdmin):
+    """Tokens that let a developer register clients (RFC 7591). Shown once, stored hashed."""
+
+    form = InitialAccessTokenForm
+    list_display = ("note", "created", "expires", "uses_left")
+    readonly_fields = ("created", "expires")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        request._new_token = services.create_initial_access_token(
+            note=form.cleaned_data["note"],
+            days=form.cleaned_data["days"],
+            uses=form.cleaned_data["uses_left"],
+        )
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return TemplateResponse(
+            request,
+            "admin/tokens/initialaccesstoken/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Initial access token",
+                "token": request._new_token,
+                "registration_endpoint": settings.ISSUER + reverse("tokens:register"),
+                "opts": self.model._meta,
+            },
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -122,3 +123,69 @@ def verification_keys() -> KeySet:
 def jwks() -> dict:
     """The public JWK Set: next, active and retired-but-still-verifying keys."""
     return _keys().jwks
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    published: list[str]
+    promoted: list[str]
+    retired: list[str]
+    deleted: list[str]
+
+
+def longest_token_lifetime() -> int:
+    """Seconds the longest-lived token we sign can stay valid: a retired key must outlive it."""
+    from django.db.models import Max
+
+    from tokens.models import Client
+
+    longest_access = Client.objects.aggregate(longest=Max("access_token_lifetime"))["longest"] or 0
+    return max(longest_access, settings.ID_TOKEN_LIFETIME, settings.LOGOUT_TOKEN_LIFETIME)
+
+
+def rotate(*, now=None, force: bool = False) -> RotationReport:
+    """One step of the key life cycle, for every algorithm with an active key. Idempotent.
+
+    * publish a ``next`` key if there is none (it verifies nothing yet; caches pick it up);
+    * promote it to ``active`` once it has been published for SIGNING_KEY_PUBLISH_AHEAD and the
+      active key is older than SIGNING_KEY_ROTATE_AFTER (``force`` skips both waits: for a
+      compromised key, accepting that caches may miss the new key for a few minutes);
+    * delete a retired key once every token it signed has expired.
+    """
+    now = now or timezone.now()
+    report = RotationReport([], [], [], [])
+    for algorithm in SigningKey.objects.filter(state=SigningKey.State.ACTIVE).values_list(
+        "algorithm", flat=True
+    ):
+        with transaction.atomic():
+            active = SigningKey.objects.select_for_update().get(
+                algorithm=algorithm, state=SigningKey.State.ACTIVE
+            )
+            upcoming = SigningKey.objects.filter(
+                algorithm=algorithm, state=SigningKey.State.NEXT
+            ).first()
+            if upcoming is None:
+                upcoming = generate(algorithm)
+                report.published.append(upcoming.kid)
+            published_for = (now - upcoming.created).total_seconds()
+            active_for = (now - (active.activated_at or active.created)).total_seconds()
+            due = (
+                published_for >= settings.SIGNING_KEY_PUBLISH_AHEAD
+                and active_for >= settings.SIGNING_KEY_ROTATE_AFTER
+            )
+            if force or due:
+                SigningKey.objects.filter(pk=active.pk).update(
+                    state=SigningKey.State.RETIRED, retired_at=now
+                )
+                SigningKey.objects.filter(pk=upcoming.pk).update(
+                    state=SigningKey.State.ACTIVE, activated_at=now
+                )
+                report.retired.append(active.kid)
+                report.promoted.append(upcoming.kid)
+                report.published.append(generate(algorithm).kid)
+    cutoff = now - timedelta(seconds=longest_token_lifetime() + 600)
+    expired = SigningKey.objects.filter(state=SigningKey.State.RETIRED, retired_at__lt=cutoff)
+    report.deleted.extend(expired.values_list("kid", flat=True))
+    expired.delete()
+    forget()
+    return report

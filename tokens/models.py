@@ -89,6 +89,26 @@ class Client(models.Model):
     is_active = models.BooleanField(
         default=True, help_text="Inactive clients get no tokens, and their tokens stop working."
     )
+    # --- OpenID Connect ---
+    id_token_signed_response_alg = models.CharField(
+        "ID token algorithm",
+        max_length=8,
+        choices=[("RS256", "RS256"), ("ES256", "ES256")],
+        default="RS256",
+    )
+    post_logout_redirect_uris = models.JSONField(
+        default=list, blank=True, help_text="Exact URIs the client may be sent to after logout."
+    )
+    backchannel_logout_uri = models.URLField(
+        blank=True, max_length=500, help_text="Receives a logout_token when a session it used ends."
+    )
+    backchannel_logout_session_required = models.BooleanField(default=True)
+    metadata = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Other registered metadata (RFC 7591): client_uri, logo_uri, contacts...",
+    )
+    registration_token_digest = models.CharField(max_length=64, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -153,6 +173,11 @@ class Client(models.Model):
     def is_public(self) -> bool:
         return self.client_type == self.Type.PUBLIC
 
+    @property
+    def client_metadata(self) -> dict:
+        """What Authlib's OIDC endpoints read of a client's registration."""
+        return {"post_logout_redirect_uris": self.post_logout_redirect_uris}
+
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
         if self.is_public and self.token_endpoint_auth_method != self.AuthMethod.NONE:
@@ -172,10 +197,15 @@ class Client(models.Model):
             errors.setdefault("grant_types", []).append(
                 f"Unknown grant types: {', '.join(sorted(unknown))}."
             )
-        for uri in self.redirect_uris:
-            problem = redirect_uri_problem(uri)
-            if problem:
-                errors.setdefault("redirect_uris", []).append(f"{uri}: {problem}")
+        for field in ("redirect_uris", "post_logout_redirect_uris"):
+            for uri in getattr(self, field):
+                problem = redirect_uri_problem(uri) if isinstance(uri, str) else "not a string"
+                if problem:
+                    errors.setdefault(field, []).append(f"{uri}: {problem}")
+        if self.backchannel_logout_uri:
+            problem = redirect_uri_problem(self.backchannel_logout_uri)
+            if problem or urlsplit(self.backchannel_logout_uri).scheme not in ("https", "http"):
+                errors.setdefault("backchannel_logout_uri", []).append(problem or "use https")
         if self.GrantType.AUTHORIZATION_CODE in self.grant_types and not self.redirect_uris:
             errors.setdefault("redirect_uris", []).append(
                 "The authorization code grant needs a redirect URI."
@@ -229,6 +259,7 @@ class AuthorizationCode(models.Model):
     code_challenge = models.CharField(max_length=128, blank=True)
     code_challenge_method = models.CharField(max_length=10, blank=True)
     auth_time = models.DateTimeField(null=True)
+    amr = models.JSONField(default=list, blank=True)
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
@@ -256,10 +287,11 @@ class AuthorizationCode(models.Model):
         return int(self.auth_time.timestamp()) if self.auth_time else None
 
     def get_acr(self) -> str | None:
-        return None
+        # "1": the person authenticated with a password, in this session (no step-up methods yet).
+        return "1" if self.auth_time else None
 
     def get_amr(self) -> list[str] | None:
-        return None
+        return self.amr or None
 
 
 class Consent(models.Model):
@@ -383,7 +415,12 @@ class SigningKey(models.Model):
                 fields=["algorithm"],
                 condition=models.Q(state="active"),
                 name="tokens_one_active_key_per_algorithm",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["algorithm"],
+                condition=models.Q(state="next"),
+                name="tokens_one_next_key_per_algorithm",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -401,3 +438,69 @@ class RevokedAccessToken(models.Model):
 
     def __str__(self) -> str:
         return f"revoked access token {self.jti}"
+
+
+class SessionClient(models.Model):
+    """A client that received tokens in a browser session: who to tell when the session ends."""
+
+    sid = models.CharField(max_length=64, db_index=True)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sid", "client"], name="tokens_session_client_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} in session {self.sid}"
+
+
+class BackchannelLogout(models.Model):
+    """One logout_token owed to one client for one ended session (OIDC Back-Channel Logout 1.0)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "failed (will retry)"
+        ABANDONED = "abandoned", "abandoned after retries"
+
+    sid = models.CharField(max_length=64)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        "accounts.User", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sid", "client"], name="tokens_backchannel_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"logout of {self.sid} to {self.client_id}: {self.status}"
+
+
+class InitialAccessToken(models.Model):
+    """Lets one party register clients (RFC 7591 §3), stored as a digest, shown once."""
+
+    token_digest = models.CharField(max_length=64, unique=True)
+    note = models.CharField(max_length=200, blank=True, help_text="Who it is for.")
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField(db_index=True)
+    uses_left = models.PositiveIntegerField(default=1)
+
+    objects = ExpiringQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"initial access token {self.pk} ({self.note or 'no note'})"

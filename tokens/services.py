@@ -15,7 +15,14 @@ from accounts.models import SecurityEvent, User, UserSession
 from accounts.services import record_event
 from tokens import revocation
 from tokens.access_tokens import AccessToken
-from tokens.models import AuthorizationCode, Client, Consent, RefreshToken, token_digest
+from tokens.models import (
+    AuthorizationCode,
+    Client,
+    Consent,
+    RefreshToken,
+    SessionClient,
+    token_digest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +101,35 @@ def active_client(client_id: str | None) -> Client | None:
     return Client.objects.filter(client_id=client_id, is_active=True).first()
 
 
+# --- dynamic registration ---------------------------------------------------------------------
+def create_initial_access_token(*, note: str = "", days: int = 7, uses: int = 1) -> str:
+    """A token that lets its holder register ``uses`` clients within ``days``; shown once."""
+    from tokens.models import InitialAccessToken
+
+    value = secrets.token_urlsafe(32)
+    InitialAccessToken.objects.create(
+        token_digest=token_digest(value),
+        note=note,
+        expires=timezone.now() + timedelta(days=days),
+        uses_left=uses,
+    )
+    return value
+
+
+def use_initial_access_token(value: str):
+    """Spend one use of an initial access token, atomically; None if unknown, expired or used up."""
+    from django.db.models import F
+
+    from tokens.models import InitialAccessToken
+
+    if not value or len(value) > 256:
+        return None
+    spent = InitialAccessToken.objects.live().filter(
+        token_digest=token_digest(value), uses_left__gt=0
+    )
+    return "initial-access-token" if spent.update(uses_left=F("uses_left") - 1) else None
+
+
 # --- consent ----------------------------------------------------------------------------------
 def has_consent(user: User, client: Client, scopes: list[str]) -> bool:
     """True if the person need not be asked: a first-party client, or a remembered answer."""
@@ -133,6 +169,7 @@ def save_authorization_code(
     nonce: str = "",
     code_challenge: str = "",
     code_challenge_method: str = "",
+    amr: list[str] | None = None,
 ) -> AuthorizationCode:
     now = timezone.now()
     return AuthorizationCode.objects.create(
@@ -146,6 +183,7 @@ def save_authorization_code(
         code_challenge=code_challenge,
         code_challenge_method=code_challenge_method if code_challenge else "",
         auth_time=auth_time,
+        amr=amr or [],
         created=now,
         expires=now + timedelta(seconds=settings.AUTHORIZATION_CODE_LIFETIME),
     )
@@ -177,10 +215,17 @@ def find_code_for_exchange(code: str, client: Client, *, request=None) -> Author
 
 
 def mark_code_used(row: AuthorizationCode, access: AccessToken | None) -> None:
+    """The exchange succeeded: keep the code, used, and remember that this client now holds
+    tokens from this browser session (it will be told when the session ends)."""
     row.used_at = timezone.now()
     if access is not None:
         row.access_jti, row.access_expires = access.jti, access.expires_at
     row.save(update_fields=["used_at", "access_jti", "access_expires"])
+    if row.sid:
+        SessionClient.objects.bulk_create(
+            [SessionClient(sid=row.sid, client_id=row.client_id, user_id=row.user_id)],
+            ignore_conflicts=True,
+        )
 
 
 # --- refresh tokens ---------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from django.dispatch import receiver
 
 from accounts.services import sessions_ended, user_deactivated
-from tokens import revocation
+from tokens import logout, revocation
 from tokens.models import RefreshToken
 
 
 @receiver(sessions_ended, dispatch_uid="tokens.revoke_for_sessions")
 def revoke_for_sessions(sender, sids, reason, **kwargs) -> None:
     revocation.revoke_for_sessions(sids)
+    logout.schedule(sids)
 
 
 @receiver(user_deactivated, dispatch_uid="tokens.revoke_for_user")

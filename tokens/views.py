@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from accounts.sessions import AUTH_TIME_KEY
 from tokens import keys, services
 from tokens.csp import form_action_policy, redirect_origin
+from tokens.oauth.oidc import read_id_token
 from tokens.oauth.server import get_server
 
 logger = logging.getLogger(__name__)
@@ -108,20 +114,38 @@ def jwks(request: HttpRequest) -> JsonResponse:
 
 
 # --- the authorization endpoint ---------------------------------------------------------------
+@dataclass(frozen=True)
+class OidcParameters:
+    """What an OpenID Connect authentication request adds (OIDC Core §3.1.2.1)."""
+
+    prompts: frozenset[str]
+    max_age: int | None
+    login_hint: str
+    hinted_subject: str | None
+
+
+PROMPTS = {"none", "login", "consent", "select_account"}
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
-    """RFC 6749 §4.1.1: validate, make sure a person is signed in, ask for consent, answer."""
+    """RFC 6749 §4.1.1 and OIDC Core §3.1.2: validate, make sure the right person is signed in
+    (recently enough), ask for consent when needed, answer the client."""
     if problem := _authorize_parameter_problem(request):
         return _error_page(request, problem)
     server = get_server()
     user = request.user if request.user.is_authenticated else None
     try:
         grant = server.get_consent_grant(request, end_user=user)
+        oidc = _oidc_parameters(request, grant)
     except OAuth2Error as error:
         return _authorization_error(request, error)
-    if user is None:
-        return redirect_to_login(request.get_full_path())
+
+    if _needs_authentication(request, user, oidc):
+        if "none" in oidc.prompts:
+            return _error_back(request, grant, LoginRequiredError)
+        return _redirect_to_sign_in(request, user, oidc)
 
     client, scopes = grant.client, (grant.request.scope or "").split()
     if request.method == "POST":
@@ -131,9 +155,75 @@ def authorize(request: HttpRequest) -> HttpResponse:
             return _respond(request, grant, user)
         if decision == "deny":
             return _respond(request, grant, None)
-    elif services.has_consent(user, client, scopes):
+    elif "consent" not in oidc.prompts and services.has_consent(user, client, scopes):
         return _respond(request, grant, user)
+    if "none" in oidc.prompts:
+        return _error_back(request, grant, ConsentRequiredError)
     return _consent_page(request, grant, scopes)
+
+
+def _oidc_parameters(request: HttpRequest, grant) -> OidcParameters:
+    params = request.GET
+    state = params.get("state")
+
+    def invalid(description: str) -> InvalidRequestError:
+        return InvalidRequestError(description, redirect_uri=grant.redirect_uri, state=state)
+
+    prompts = frozenset((params.get("prompt") or "").split())
+    if prompts - PROMPTS or ("none" in prompts and len(prompts) > 1):
+        raise invalid(
+            "Invalid 'prompt': 'none' stands alone; others are login, consent, select_account."
+        )
+    max_age = None
+    if "max_age" in params:
+        raw = params["max_age"]
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+            raise invalid("'max_age' must be a whole number of seconds.")
+        max_age = int(raw)
+    hinted_subject = None
+    if params.get("id_token_hint"):
+        claims = read_id_token(params["id_token_hint"])
+        if claims is None:
+            raise invalid("'id_token_hint' is not an ID token from this server.")
+        hinted_subject = str(claims["sub"])
+    return OidcParameters(prompts, max_age, (params.get("login_hint") or "")[:254], hinted_subject)
+
+
+def _needs_authentication(request: HttpRequest, user, oidc: OidcParameters) -> bool:
+    if user is None or oidc.prompts & {"login", "select_account"}:
+        return True
+    if oidc.hinted_subject is not None and oidc.hinted_subject != str(user.pk):
+        return True  # OIDC Core §3.1.2.1: the hinted person is not the one signed in
+    if oidc.max_age is not None:
+        auth_time = request.session.get(AUTH_TIME_KEY)
+        return not auth_time or time.time() - auth_time > oidc.max_age
+    return False
+
+
+def _redirect_to_sign_in(request: HttpRequest, user, oidc: OidcParameters) -> HttpResponse:
+    """Off to the sign-in page, coming back to this request once it is satisfied: without
+    prompt=login, max_age and id_token_hint, which a fresh sign-in has just answered (keeping
+    them would send the person round in circles)."""
+    continuation = request.GET.copy()
+    for name in ("max_age", "id_token_hint"):
+        continuation.pop(name, None)
+    remaining = oidc.prompts - {"login", "select_account"}
+    if remaining:
+        continuation["prompt"] = " ".join(sorted(remaining))
+    else:
+        continuation.pop("prompt", None)
+    query = {"next": f"{request.path}?{continuation.urlencode()}"}
+    if user is not None:
+        query["reauth"] = "1"
+    if oidc.login_hint:
+        query["login_hint"] = oidc.login_hint
+    return HttpResponseRedirect(f"{reverse('accounts:login')}?{urlencode(query)}")
+
+
+def _error_back(request: HttpRequest, grant, error_class) -> HttpResponse:
+    error = error_class(redirect_uri=grant.redirect_uri)
+    error.state = request.GET.get("state")
+    return _authorization_error(request, error)
 
 
 def _authorize_parameter_problem(request: HttpRequest) -> str | None:

@@ -16,7 +16,10 @@ def test_signed_out_people_go_to_sign_in_and_come_back_to_the_same_request(confi
     url = authorize_url(confidential, challenge=pkce_pair()[1])
     response = Browser().get(url, secure=True)
     assert response.status_code == 302
-    assert response["Location"].startswith("/login/?next=/authorize%3F")
+    assert response["Location"].startswith("/login/?next=")
+    continuation = query(response["Location"])["next"]
+    assert continuation.startswith("/authorize?")
+    assert query(continuation) == query(url)
 
 
 def test_the_consent_page_names_the_client_and_the_scopes_in_plain_words(

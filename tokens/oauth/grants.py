@@ -10,7 +10,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
-from accounts.sessions import AUTH_TIME_KEY, SID_KEY
+from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from tokens import access_tokens, services
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -75,6 +75,7 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
             nonce=data.get("nonce") or "",
             code_challenge=data.get("code_challenge") or "",
             code_challenge_method=data.get("code_challenge_method") or "",
+            amr=session.get(AMR_KEY, []),
         )
 
     def query_authorization_code(self, code: str, client):

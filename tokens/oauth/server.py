@@ -10,13 +10,15 @@ from django.conf import settings
 
 from tokens import services
 from tokens.models import Client, RefreshToken
-from tokens.oauth.endpoints import IntrospectionEndpoint, RevocationEndpoint
+from tokens.oauth.endpoints import EndSessionEndpoint, IntrospectionEndpoint, RevocationEndpoint
 from tokens.oauth.grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
     RefreshTokenGrant,
     S256CodeChallenge,
 )
+from tokens.oauth.oidc import OpenIDCode
+from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
 
 
 class OAuth2Request(DjangoOAuth2Request):
@@ -34,6 +36,12 @@ class AuthorizationServer(DjangoAuthorizationServer):
 
     def create_oauth2_request(self, request) -> OAuth2Request:
         return OAuth2Request(request)
+
+    def create_json_request(self, request):
+        json_request = super().create_json_request(request)
+        match = getattr(request, "resolver_match", None)
+        json_request.client_id_in_path = match.kwargs.get("client_id") if match else None
+        return json_request
 
     def save_token(self, token: dict, request) -> None:
         """Persist what must be: the refresh token's digest. Access tokens are self-contained."""
@@ -66,11 +74,16 @@ class AuthorizationServer(DjangoAuthorizationServer):
 def build_server() -> AuthorizationServer:
     server = AuthorizationServer(Client, RefreshToken)
     server.scopes_supported = list(settings.OAUTH_SCOPES)
-    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+    server.register_grant(
+        AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
+    )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
+    server.register_endpoint(EndSessionEndpoint)
+    server.register_endpoint(RegistrationEndpoint)
+    server.register_endpoint(ConfigurationEndpoint)
     return server
 
 

@@ -1,0 +1,161 @@
+"""OpenID Connect Back-Channel Logout 1.0: when a browser session ends, every client that got
+tokens in it and registered a ``backchannel_logout_uri`` receives a signed ``logout_token``.
+
+Deliveries are rows (one per session and client, so never two for the same pair), sent by a
+Celery task with retries and exponential back-off, and visible in admin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from joserfc import jwt
+
+from tokens import keys
+from tokens.models import BackchannelLogout, SessionClient
+
+logger = logging.getLogger(__name__)
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+Status = BackchannelLogout.Status
+# A delivery marked "sending" longer than this belongs to a worker that died mid-request.
+STALE_SENDING = timedelta(seconds=60)
+
+
+def schedule(sids: list[str]) -> list[int]:
+    """Create the deliveries owed for these ended sessions and queue them after commit."""
+    if not sids:
+        return []
+    participants = SessionClient.objects.filter(sid__in=sids).exclude(
+        client__backchannel_logout_uri=""
+    )
+    rows = [
+        BackchannelLogout(sid=p.sid, client_id=p.client_id, user_id=p.user_id) for p in participants
+    ]
+    if not rows:
+        return []
+    BackchannelLogout.objects.bulk_create(rows, ignore_conflicts=True)
+    pending = list(
+        BackchannelLogout.objects.filter(
+            sid__in=sids, status=Status.PENDING, attempts=0
+        ).values_list("pk", flat=True)
+    )
+
+    def enqueue() -> None:
+        from tokens.tasks import deliver_backchannel_logout
+
+        for delivery_id in pending:
+            deliver_backchannel_logout.delay(delivery_id)
+
+    transaction.on_commit(enqueue)
+    return pending
+
+
+def logout_token(delivery: BackchannelLogout) -> str:
+    """Back-Channel Logout §2.4: iss aud iat exp jti sub sid events, and never a nonce."""
+    client = delivery.client
+    algorithm = client.id_token_signed_response_alg
+    kid, key = keys.signing_key(algorithm)
+    now = int(time.time())
+    claims = {
+        "iss": settings.ISSUER,
+        "aud": client.client_id,
+        "iat": now,
+        "exp": now + settings.LOGOUT_TOKEN_LIFETIME,
+        "jti": secrets.token_urlsafe(16),
+        "sid": delivery.sid,
+        "events": {EVENT: {}},
+    }
+    if delivery.user_id is not None:
+        claims["sub"] = str(delivery.user_id)
+    return jwt.encode({"alg": algorithm, "kid": kid, "typ": "logout+jwt"}, claims, key)
+
+
+def _claim(delivery_id: int) -> BackchannelLogout | None:
+    """Take the delivery for this attempt, unless it is done or another worker is on it."""
+    now = timezone.now()
+    claimable = Q(status__in=[Status.PENDING, Status.FAILED]) | Q(
+        status=Status.SENDING, last_attempt_at__lt=now - STALE_SENDING
+    )
+    with transaction.atomic():
+        delivery = (
+            BackchannelLogout.objects.select_for_update(skip_locked=True)
+            .select_related("client")
+            .filter(claimable, pk=delivery_id)
+            .first()
+        )
+        if delivery is None:
+            return None
+        delivery.status, delivery.last_attempt_at = Status.SENDING, now
+        delivery.attempts += 1
+        delivery.save(update_fields=["status", "last_attempt_at", "attempts"])
+    return delivery
+
+
+def _refuse_private_network(url: str) -> str | None:
+    if settings.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS:
+        return None
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as error:
+        return f"cannot resolve {host}: {error}"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            return f"{host} resolves to a non-public address; not sending (SSRF guard)"
+    return None
+
+
+def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
+    """Send one logout token. Returns "delivered", "retry", or "skipped"."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return "skipped"
+    url = delivery.client.backchannel_logout_uri
+    status_code, error = None, _refuse_private_network(url)
+    if error is None:
+        body = urllib.parse.urlencode({"logout_token": logout_token(delivery)}).encode()
+        request = urllib.request.Request(  # noqa: S310 - https (or an allowed loopback in tests)
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            timeout = settings.BACKCHANNEL_LOGOUT_TIMEOUT
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https checked
+                status_code = response.status
+        except urllib.error.HTTPError as failure:
+            status_code, error = failure.code, f"HTTP {failure.code}"
+        except (urllib.error.URLError, OSError, ValueError) as failure:
+            error = str(getattr(failure, "reason", failure))[:300]
+    delivered = status_code in (200, 204) and error is None
+    if delivered:
+        delivery.status, delivery.delivered_at, delivery.last_error = (
+            Status.DELIVERED,
+            timezone.now(),
+            "",
+        )
+    else:
+        delivery.status = Status.ABANDONED if final_attempt else Status.FAILED
+        delivery.last_error = (error or f"HTTP {status_code}")[:300]
+    delivery.last_status_code = status_code
+    delivery.save(update_fields=["status", "delivered_at", "last_error", "last_status_code"])
+    logger.info(
+        "Back-channel logout of session %s to %s: %s (attempt %d)",
+        delivery.sid, delivery.client.client_id, delivery.status, delivery.attempts,
+    )  # fmt: skip
+    return "delivered" if delivered else "retry"

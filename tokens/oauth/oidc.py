@@ -1,0 +1,106 @@
+"""OpenID Connect glue: ID tokens through Authlib's OpenIDCode, the claims each scope releases,
+and reading ID tokens that come back to us as hints."""
+
+from __future__ import annotations
+
+import time
+
+from authlib.oidc.core import grants as oidc_grants
+from authlib.oidc.core.grants.util import validate_nonce
+from django.conf import settings
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from tokens import keys
+from tokens.models import AuthorizationCode
+
+ID_TOKEN_ALGORITHMS = ["RS256", "ES256"]
+
+# OIDC Core §5.4: the claims each scope asks for.
+SCOPE_CLAIMS = {
+    "profile": ("name", "given_name", "family_name", "preferred_username"),
+    "email": ("email", "email_verified"),
+}
+
+
+def user_claims(user, scopes) -> dict:
+    """The claims about ``user`` that ``scopes`` release; ``sub`` always (OIDC Core §5.3.2)."""
+    scopes = set(scopes)
+    claims: dict = {"sub": str(user.pk)}
+    if "profile" in scopes:
+        claims.update(
+            name=user.get_full_name() or user.get_username(),
+            given_name=user.first_name,
+            family_name=user.last_name,
+            preferred_username=user.get_username(),
+        )
+        claims = {k: v for k, v in claims.items() if v != ""}
+    if "email" in scopes and user.email:
+        claims.update(email=user.email, email_verified=user.email_verified)
+    return claims
+
+
+class OpenIDCode(oidc_grants.OpenIDCode):
+    """ID tokens for the code flow (OIDC Core §3.1.3.6): iss sub aud exp iat auth_time nonce
+    at_hash azp sid acr amr, signed with the client's id_token_signed_response_alg."""
+
+    def __call__(self, grant) -> None:
+        # prompt, max_age and the hints are handled by the authorization view itself.
+        grant.register_hook("after_create_token_response", self.process_token)
+        grant.register_hook("after_validate_authorization_request_payload", self.validate_nonce)
+
+    def validate_nonce(self, grant, redirect_uri) -> None:
+        if "openid" in (grant.request.payload.scope or "").split():
+            validate_nonce(grant.request, self.exists_nonce, self.require_nonce)
+
+    def exists_nonce(self, nonce: str, request) -> bool:
+        # A nonce seen before from this client is a replayed authentication request.
+        return AuthorizationCode.objects.filter(
+            client__client_id=request.payload.client_id, nonce=nonce
+        ).exists()
+
+    def get_client_algorithm(self, client) -> str:
+        return client.id_token_signed_response_alg
+
+    def resolve_client_private_key(self, client):
+        return keys.signing_key(client.id_token_signed_response_alg)[1]
+
+    def get_encode_header(self, client) -> dict:
+        kid, _key = keys.signing_key(client.id_token_signed_response_alg)
+        return {"alg": client.id_token_signed_response_alg, "kid": kid, "typ": "JWT"}
+
+    def get_client_claims(self, client) -> dict:
+        now = int(time.time())
+        return {
+            "iss": settings.ISSUER,
+            "aud": client.client_id,
+            "azp": client.client_id,
+            "iat": now,
+            "exp": now + settings.ID_TOKEN_LIFETIME,
+        }
+
+    def get_authorization_code_claims(self, authorization_code) -> dict:
+        claims = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
+        return claims
+
+    def generate_user_info(self, user, scope: str) -> dict:
+        return user_claims(user, scope.split())
+
+
+def read_id_token(value: str | None) -> dict | None:
+    """Claims of an ID token this server issued (signature and issuer checked; expiry NOT
+    checked: OIDC Core §3.1.2.1 and RP-Initiated Logout §2 accept expired ID tokens as hints)."""
+    if not value or len(value) > 8_192:
+        return None
+    try:
+        token = jwt.decode(value, keys.verification_keys(), algorithms=ID_TOKEN_ALGORITHMS)
+    except (JoseError, ValueError, TypeError, KeyError):
+        return None
+    if token.header.get("typ") not in (None, "JWT"):  # not an access or logout token
+        return None
+    claims = token.claims
+    if claims.get("iss") != settings.ISSUER or not claims.get("sub") or not claims.get("aud"):
+        return None
+    return claims

@@ -1,0 +1,243 @@
+"""Dynamic client registration (RFC 7591) and management (RFC 7592) on Authlib's endpoints.
+
+Closed by default: registering needs an initial access token (admin, or
+``manage.py create_initial_access_token``) unless OPEN_REGISTRATION is on. Each registration
+gets a registration access token for its own record; it is stored as a digest and replaced
+with a new one every time the record is read or updated.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from authlib.consts import default_json_headers
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
+from authlib.oidc.registration import ClientMetadataClaims as OidcClientMetadataClaims
+from authlib.oidc.rpinitiated import ClientMetadataClaims as LogoutClientMetadataClaims
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from tokens import services
+from tokens.models import Client, token_digest
+
+CLAIMS = [ClientMetadataClaims, OidcClientMetadataClaims, LogoutClientMetadataClaims]
+# OIDC registration metadata this server cannot honour; accepting it silently would mislead.
+UNSUPPORTED = (
+    "id_token_encrypted_response_alg", "id_token_encrypted_response_enc", "userinfo_signed_response_alg",
+    "userinfo_encrypted_response_alg", "userinfo_encrypted_response_enc", "request_object_signing_alg",
+    "request_object_encryption_alg", "request_object_encryption_enc", "request_uris",
+    "token_endpoint_auth_signing_alg", "sector_identifier_uri", "jwks", "jwks_uri",
+    "frontchannel_logout_uri",
+)  # fmt: skip
+KEPT_AS_IS = (
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "contacts",
+    "software_id",
+    "software_version",
+)
+
+
+def client_fields(metadata: dict) -> dict:
+    """Registered metadata as Client fields, or InvalidClientMetadataError (RFC 7591 §3.2.2)."""
+    unsupported = [name for name in UNSUPPORTED if metadata.get(name)]
+    if unsupported:
+        raise InvalidClientMetadataError(f"Not supported here: {', '.join(unsupported)}.")
+    method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in Client.AuthMethod.values:
+        raise InvalidClientMetadataError(f"token_endpoint_auth_method {method!r} is not supported.")
+    grant_types = metadata.get("grant_types") or ["authorization_code"]
+    response_types = metadata.get("response_types") or (
+        ["code"] if "authorization_code" in grant_types else []
+    )
+    # RFC 7591 §2.1: grant types and response types must agree.
+    if set(response_types) - {"code"}:
+        raise InvalidClientMetadataError("Only the 'code' response type is supported.")
+    if ("code" in response_types) != ("authorization_code" in grant_types):
+        raise InvalidClientMetadataError("'code' and 'authorization_code' go together.")
+    if metadata.get("subject_type", "public") != "public":
+        raise InvalidClientMetadataError("Only the 'public' subject type is supported.")
+    scope = metadata.get("scope")
+    fields = {
+        "name": (metadata.get("client_name") or "Unnamed client")[:100],
+        "client_type": Client.Type.PUBLIC if method == "none" else Client.Type.CONFIDENTIAL,
+        "token_endpoint_auth_method": method,
+        "redirect_uris": metadata.get("redirect_uris") or [],
+        "post_logout_redirect_uris": metadata.get("post_logout_redirect_uris") or [],
+        "grant_types": grant_types,
+        "allowed_scopes": scope.split() if scope else ["openid", "profile", "email"],
+        "id_token_signed_response_alg": metadata.get("id_token_signed_response_alg") or "RS256",
+        "backchannel_logout_uri": metadata.get("backchannel_logout_uri") or "",
+        "backchannel_logout_session_required": metadata.get(
+            "backchannel_logout_session_required", True
+        )
+        is not False,
+        # Registered clients always ask for consent: nobody vouched for them.
+        "consent": Client.Consent.REMEMBER,
+        "metadata": {name: metadata[name] for name in KEPT_AS_IS if name in metadata},
+    }
+    if fields["id_token_signed_response_alg"] not in ("RS256", "ES256"):
+        raise InvalidClientMetadataError("id_token_signed_response_alg must be RS256 or ES256.")
+    return fields
+
+
+def apply(client: Client, fields: dict) -> Client:
+    for name, value in fields.items():
+        setattr(client, name, value)
+    try:
+        client.full_clean(exclude=["client_id", "secret_digest", "registration_token_digest"])
+    except ValidationError as error:
+        problems = error.message_dict
+        description = "; ".join(f"{k}: {' '.join(v)}" for k, v in problems.items())
+        if set(problems) <= {"redirect_uris", "post_logout_redirect_uris"}:
+            raise InvalidRedirectURIError(description) from None
+        raise InvalidClientMetadataError(description) from None
+    return client
+
+
+def describe(client: Client) -> dict:
+    """The client's registered metadata (RFC 7591 §3.2.1 / RFC 7592 §3)."""
+    body = {
+        "client_id": client.client_id,
+        "client_id_issued_at": int(client.created.timestamp()),
+        "client_name": client.name,
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "grant_types": client.grant_types,
+        "response_types": ["code"]
+        if Client.GrantType.AUTHORIZATION_CODE in client.grant_types
+        else [],
+        "scope": " ".join(client.allowed_scopes),
+        "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "subject_type": "public",
+        **client.metadata,
+    }
+    if client.backchannel_logout_uri:
+        body["backchannel_logout_uri"] = client.backchannel_logout_uri
+        body["backchannel_logout_session_required"] = client.backchannel_logout_session_required
+    if not client.is_public:
+        body["client_secret_expires_at"] = 0
+    return body
+
+
+def registration_info(client: Client) -> dict:
+    """A fresh registration access token (the previous one stops working) and the record's URL."""
+    token = secrets.token_urlsafe(32)
+    Client.objects.filter(pk=client.pk).update(registration_token_digest=token_digest(token))
+    return {
+        "registration_access_token": token,
+        "registration_client_uri": settings.ISSUER
+        + reverse("tokens:client_configuration", args=[client.client_id]),
+    }
+
+
+class InvalidTokenError(OAuth2Error):
+    """RFC 7591 §3 / RFC 6750 §3.1: a missing or bad initial or registration access token."""
+
+    error = "invalid_token"
+    status_code = 401
+
+    def get_headers(self):
+        return [
+            *super().get_headers(),
+            ("WWW-Authenticate", 'Bearer realm="registration", error="invalid_token"'),
+        ]
+
+
+def _bearer(request) -> str | None:
+    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class RegistrationEndpoint(ClientRegistrationEndpoint):
+    def __init__(self, server=None):
+        super().__init__(server, claims_classes=CLAIMS)
+
+    def authenticate_token(self, request):
+        value = _bearer(request)
+        if value is not None:
+            token = services.use_initial_access_token(value)  # a bad token is refused, even if open
+        else:
+            token = "open" if settings.OPEN_REGISTRATION else None
+        if token is None:
+            raise InvalidTokenError("Registration needs a valid initial access token.")
+        return token
+
+    def get_server_metadata(self) -> dict:
+        from tokens.oidc_views import provider_metadata
+
+        return provider_metadata()
+
+    def create_registration_response(self, request):
+        self.authenticate_token(request)
+        metadata = self.extract_client_metadata(request)
+        client = apply(Client(client_id=services.new_client_id()), client_fields(metadata))
+        secret = client.set_new_secret()
+        client.save()
+        body = {**describe(client), **registration_info(client)}
+        if secret:
+            body["client_secret"] = secret
+        body["client_id_issued_at"] = int(time.time())
+        return 201, body, default_json_headers
+
+
+class ConfigurationEndpoint(ClientConfigurationEndpoint):
+    def __init__(self, server=None):
+        super().__init__(server, claims_classes=CLAIMS)
+
+    def authenticate_token(self, request):
+        value = _bearer(request)
+        client = None
+        if value is not None:
+            client = Client.objects.filter(
+                registration_token_digest=token_digest(value), is_active=True
+            ).first()
+        if client is None:
+            raise InvalidTokenError("A valid registration access token is needed.")
+        return _RegistrationToken(client)
+
+    def authenticate_client(self, request):
+        return Client.objects.filter(client_id=request.client_id_in_path, is_active=True).first()
+
+    def check_permission(self, client, request) -> bool:
+        return True
+
+    def revoke_access_token(self, request, token) -> None:
+        pass  # only ever called with a token whose client is gone
+
+    def get_server_metadata(self) -> dict:
+        from tokens.oidc_views import provider_metadata
+
+        return provider_metadata()
+
+    def introspect_client(self, client) -> dict:
+        return describe(client)
+
+    def generate_client_registration_info(self, client, request) -> dict:
+        return registration_info(client)
+
+    def update_client(self, client, client_metadata, request) -> Client:
+        # RFC 7592 §2.2: the request replaces the registration as a whole.
+        client = apply(client, client_fields(client_metadata))
+        client.save()
+        return client
+
+    def delete_client(self, client, request) -> None:
+        services.deactivate_client(client)
+        client.delete()
+
+
+class _RegistrationToken:
+    def __init__(self, client: Client):
+        self.client = client
+
+    def check_client(self, client: Client) -> bool:
+        return self.client.pk == client.pk

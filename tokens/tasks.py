@@ -1,0 +1,36 @@
+import logging
+
+from celery import shared_task
+
+from authserver.locks import advisory_lock
+from tokens import keys, logout
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 6  # back-off 10 s, 20 s, 40 s, ... about 10 minutes in all
+
+
+@shared_task(
+    bind=True, name="tokens.deliver_backchannel_logout", ignore_result=True, max_retries=MAX_RETRIES
+)
+def deliver_backchannel_logout(self, delivery_id: int) -> str:
+    """POST one logout_token; retry with exponential back-off until delivered or out of tries."""
+    outcome = logout.deliver(delivery_id, final_attempt=self.request.retries >= MAX_RETRIES)
+    if outcome == "retry" and self.request.retries < MAX_RETRIES:
+        raise self.retry(countdown=10 * 2**self.request.retries)
+    return outcome
+
+
+@shared_task(name="tokens.rotate_signing_keys", ignore_result=True)
+def rotate_signing_keys() -> dict:
+    """Publish, promote and retire signing keys on schedule (see tokens/keys.py)."""
+    with advisory_lock("tokens.rotate_signing_keys") as acquired:
+        if not acquired:
+            logger.info("rotate_signing_keys: another run holds the lock; skipping")
+            return {}
+        report = keys.rotate()
+    logger.info(
+        "rotate_signing_keys: published %s, promoted %s, retired %s, deleted %s",
+        report.published, report.promoted, report.retired, report.deleted,
+    )  # fmt: skip
+    return report.__dict__
