@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.sessions import SID_KEY
+from tokens import cors
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.models import Client
 from tokens.oauth import resource
@@ -98,9 +99,11 @@ def _bearer_error(error: resource.TokenError) -> JsonResponse:
 
 @csrf_exempt  # a bearer token, not a cookie, authenticates this request
 @never_cache
-@require_http_methods(["GET", "POST"])
-def userinfo(request: HttpRequest) -> JsonResponse:
+@require_http_methods(["GET", "POST", "OPTIONS"])
+def userinfo(request: HttpRequest) -> HttpResponse:
     """OIDC Core §5.3: the claims the token's scopes allow. RFC 6750 errors."""
+    if request.method == "OPTIONS":
+        return cors.preflight(request, "GET, POST")
     try:
         claims = resource.verify(request, ("openid",))
     except resource.TokenError as error:
@@ -111,7 +114,7 @@ def userinfo(request: HttpRequest) -> JsonResponse:
             resource.TokenError("invalid_token", "The token does not speak for a person.")
         )
     response = JsonResponse(user_claims(user, claims.get("scope", "").split()))
-    response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Allow-Origin"] = "*"  # a bearer token, never a cookie, grants this
     return response
 
 

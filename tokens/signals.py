@@ -1,10 +1,11 @@
 """How the tokens app hears that sessions and people have gone."""
 
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.services import sessions_ended, user_deactivated
-from tokens import logout, revocation
-from tokens.models import RefreshToken
+from tokens import cors, logout, revocation
+from tokens.models import Client, RefreshToken
 
 
 @receiver(sessions_ended, dispatch_uid="tokens.revoke_for_sessions")
@@ -21,3 +22,8 @@ def revoke_for_user(sender, user, actor, actor_user=None, **kwargs) -> None:
         actor=actor,
         actor_user=actor_user,
     )
+
+
+@receiver([post_save, post_delete], sender=Client, dispatch_uid="tokens.forget_cors_origins")
+def forget_cors_origins(sender, **kwargs) -> None:
+    cors.forget()

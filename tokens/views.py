@@ -23,7 +23,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from accounts.sessions import AUTH_TIME_KEY
-from tokens import keys, services
+from tokens import cors, keys, services
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth.oidc import read_id_token
 from tokens.oauth.server import get_server
@@ -79,12 +79,15 @@ _SECRETS = ("client_secret", "code", "code_verifier", "refresh_token", "token")
 @never_cache
 @sensitive_post_parameters(*_SECRETS)
 def token(request: HttpRequest) -> HttpResponse:
+    if request.method == "OPTIONS":
+        return cors.preflight(request, "POST")
     if problem := form_problem(request):
         return problem
     # One transaction: a code or refresh token is used up together with the tokens it buys, or
     # not at all. client_credentials runs no query, so this costs it nothing.
     with transaction.atomic():
-        return get_server().create_token_response(request)
+        response = get_server().create_token_response(request)
+    return cors.allow_client_origin(request, response)
 
 
 @csrf_exempt
@@ -100,16 +103,20 @@ def introspect(request: HttpRequest) -> HttpResponse:
 @never_cache
 @sensitive_post_parameters(*_SECRETS)
 def revoke(request: HttpRequest) -> HttpResponse:
+    if request.method == "OPTIONS":
+        return cors.preflight(request, "POST")
     if problem := form_problem(request):
         return problem
     with transaction.atomic():
-        return get_server().create_endpoint_response("revocation", request)
+        response = get_server().create_endpoint_response("revocation", request)
+    return cors.allow_client_origin(request, response)
 
 
 def jwks(request: HttpRequest) -> JsonResponse:
     keys.signing_key()  # a fresh install publishes its first key before anything asks
     response = JsonResponse(keys.jwks())
     response["Cache-Control"] = "public, max-age=300"
+    response["Access-Control-Allow-Origin"] = "*"  # public keys, meant to be fetched by anyone
     return response
 
 

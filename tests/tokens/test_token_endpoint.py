@@ -252,3 +252,23 @@ def test_a_malformed_authorization_header_is_a_clean_client_error(header):
     response = raw_post(urlencode({"grant_type": "client_credentials"}), HTTP_AUTHORIZATION=header)
     assert response.status_code in (400, 401)
     assert response.json()["error"] == "invalid_client"
+
+
+def test_a_browser_client_reads_the_token_answer_from_its_own_origin_only(logged_in_client, public):
+    """CORS for public SPAs: the origin of a registered redirect URI, for that client only."""
+    code, verifier = get_code(logged_in_client, public)
+    data = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+            "redirect_uri": public.client.redirect_uris[0], "client_id": public.client_id}  # fmt: skip
+    response = raw_post(urlencode(data), HTTP_ORIGIN="http://127.0.0.1:8765")
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == "http://127.0.0.1:8765"
+    stranger = raw_post(urlencode(data), HTTP_ORIGIN="https://evil.example")
+    assert "Access-Control-Allow-Origin" not in stranger
+    preflight = Browser().options("/token", secure=True, HTTP_ORIGIN="http://127.0.0.1:8765")
+    assert (
+        preflight.status_code == 204
+        and preflight["Access-Control-Allow-Origin"] == "http://127.0.0.1:8765"
+    )
+    assert "Access-Control-Allow-Origin" not in Browser().options(
+        "/token", secure=True, HTTP_ORIGIN="https://evil.example"
+    )

@@ -1,0 +1,72 @@
+"""CORS for clients that run in a browser (public SPAs) and call the token, revocation and
+userinfo endpoints from their own origin.
+
+An origin is trusted when it is the origin of a registered redirect URI of an active client
+(what Keycloak calls web origins, by default). The token and revocation endpoints answer with
+``Access-Control-Allow-Origin`` only when the client named in the request owns that origin.
+Requests without an ``Origin`` header (servers, curl) pay nothing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+
+from tokens.models import Client
+
+CACHE_KEY = "tokens.cors.known-origins"
+
+
+def origin_of(uri: str) -> str | None:
+    parts = urlsplit(uri)
+    return (
+        f"{parts.scheme}://{parts.netloc}"
+        if parts.scheme in ("https", "http") and parts.netloc
+        else None
+    )
+
+
+def client_origins(client: Client) -> set[str]:
+    return {origin for uri in client.redirect_uris if (origin := origin_of(uri))}
+
+
+def known_origins() -> set[str]:
+    origins = cache.get(CACHE_KEY)
+    if origins is None:
+        origins = set()
+        for uris in Client.objects.filter(is_active=True).values_list("redirect_uris", flat=True):
+            origins |= {origin for uri in uris if (origin := origin_of(uri))}
+        cache.set(CACHE_KEY, origins, 60)
+    return origins
+
+
+def forget() -> None:
+    cache.delete(CACHE_KEY)
+
+
+def preflight(request: HttpRequest, methods: str) -> HttpResponse:
+    response = HttpResponse(status=204)
+    origin = request.headers.get("Origin")
+    if origin and origin in known_origins():
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Methods"] = methods
+        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response["Access-Control-Max-Age"] = "600"
+    response["Vary"] = "Origin"
+    return response
+
+
+def allow_client_origin(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Let the browser hand this answer to the client's page, if the page is the client's."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return response
+    client_id = request.POST.get("client_id") or extract_basic_authorization(request.headers)[0]
+    client = Client.objects.filter(client_id=client_id or "", is_active=True).first()
+    if client is not None and origin in client_origins(client):
+        response["Access-Control-Allow-Origin"] = origin
+    response["Vary"] = "Origin"
+    return response
