@@ -28,7 +28,8 @@ class LoginView(auth_views.LoginView):
 
     def dispatch(self, request, *args, **kwargs):
         self.reauthenticating = request.GET.get("reauth") == "1" and request.user.is_authenticated
-        if self.reauthenticating:
+        if self.reauthenticating or request.method == "POST":
+            # A submitted password is always checked, never waved through as "signed in".
             self.redirect_authenticated_user = False
         return super().dispatch(request, *args, **kwargs)
 

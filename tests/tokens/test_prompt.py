@@ -1,5 +1,6 @@
 """OIDC Core §3.1.2.1 request parameters: prompt, max_age, login_hint, id_token_hint."""
 
+import re
 import time
 
 import pytest
@@ -92,7 +93,15 @@ def test_prompt_login_asks_for_the_password_again_and_updates_auth_time(
     session = remembered.session
     session[AUTH_TIME_KEY] = int(time.time()) - 600  # the first sign-in was ten minutes ago
     session.save()
-    done = remembered.post(location, {"username": user.username, "password": PASSWORD})
+    action = re.search(r'<form method="post" action="(/login/[^"]*)"', page.content.decode()).group(1)
+    assert "reauth=1" in action  # the form posts back as a re-authentication
+    refused = remembered.post(
+        action, {"username": user.username, "password": "wrong", "next": params["next"]}
+    )
+    assert refused.status_code == 200  # a wrong password is refused, not waved through
+    done = remembered.post(
+        action, {"username": user.username, "password": PASSWORD, "next": params["next"]}
+    )
     assert done["Location"] == params["next"]
     after = session_row(remembered)
     assert after.sid == before.sid  # the same session, re-authenticated
@@ -182,3 +191,14 @@ def test_signing_in_as_someone_else_ends_the_previous_login_properly(
     ended = UserSession.objects.get(pk=first.pk)
     assert ended.revoked_at is not None and ended.end_reason == "another account signed in"
     assert session_row(remembered).user == other
+
+
+def test_a_signed_in_person_posting_the_sign_in_form_still_has_the_password_checked(
+    remembered, user
+):
+    """However the form is reached, a submitted password is checked, never waved through."""
+    response = remembered.post(
+        "/login/", {"username": user.username, "password": "wrong", "next": "/"}
+    )
+    assert response.status_code == 200
+    assert b"do not match" in response.content
