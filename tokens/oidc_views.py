@@ -203,7 +203,11 @@ def _json_problem(request: HttpRequest) -> JsonResponse | None:
     """RFC 7591 §3.1: a JSON object in the body; anything else is invalid_client_metadata."""
     if request.content_type != "application/json":
         return _registration_error("invalid_client_metadata", "The body must be application/json.")
-    if len(request.body) > 65_536:
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > 65_536 or len(request.body) > 65_536:
         return _registration_error("invalid_client_metadata", "The registration is too large.")
     try:
         data = json.loads(request.body)

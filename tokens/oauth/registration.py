@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from urllib.parse import urlsplit
 
 from authlib.consts import default_json_headers
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.base import invalid_error_characters
+from authlib.oauth2.claims import BaseClaims
 from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
 from authlib.oauth2.rfc7592 import ClientConfigurationEndpoint
@@ -20,12 +23,74 @@ from authlib.oidc.registration import ClientMetadataClaims as OidcClientMetadata
 from authlib.oidc.rpinitiated import ClientMetadataClaims as LogoutClientMetadataClaims
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.urls import reverse
 
 from tokens import services
-from tokens.models import Client, token_digest
+from tokens.models import Client, redirect_uri_problem, token_digest
 
-CLAIMS = [ClientMetadataClaims, OidcClientMetadataClaims, LogoutClientMetadataClaims]
+
+class RegistrationClaims(ClientMetadataClaims):
+    def validate_redirect_uris(self):
+        pass  # judged by check_metadata() with the model's rules (RFC 8252 §7.1 schemes too)
+
+
+class BackchannelLogoutClaims(BaseClaims):
+    """OpenID Connect Back-Channel Logout 1.0 §2.2."""
+
+    REGISTERED_CLAIMS = ["backchannel_logout_uri", "backchannel_logout_session_required"]
+
+
+CLAIMS = [
+    RegistrationClaims,
+    OidcClientMetadataClaims,
+    LogoutClientMetadataClaims,
+    BackchannelLogoutClaims,
+]
+STRINGS = (
+    "client_name", "scope", "token_endpoint_auth_method", "client_uri", "logo_uri", "tos_uri",
+    "policy_uri", "jwks_uri", "software_id", "software_version", "id_token_signed_response_alg",
+    "subject_type", "application_type", "backchannel_logout_uri", "initiate_login_uri",
+)  # fmt: skip
+STRING_LISTS = (
+    "redirect_uris", "post_logout_redirect_uris", "grant_types", "response_types", "contacts",
+    "request_uris", "default_acr_values",
+)  # fmt: skip
+
+
+def error_text(text: str) -> str:
+    """RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E only."""
+    bad = set(invalid_error_characters(text))
+    return "".join("?" if ch in bad else ch for ch in text)
+
+
+def check_metadata(data: dict) -> None:
+    """What Authlib's claims classes assume before they look: JSON types, and redirect URIs
+    judged by this server's rules (RFC 7591 §3.2.2 invalid_redirect_uri)."""
+    for name in STRINGS:
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise InvalidClientMetadataError(f"{name} must be a string.")
+    for name in STRING_LISTS:
+        value = data.get(name)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(item, str) for item in value)
+        ):
+            raise InvalidClientMetadataError(f"{name} must be an array of strings.")
+    flag = data.get("backchannel_logout_session_required")
+    if flag is not None and not isinstance(flag, bool):
+        raise InvalidClientMetadataError("backchannel_logout_session_required must be a boolean.")
+    problems = [
+        f"{uri}: {problem}"
+        for uri in data.get("redirect_uris") or []
+        if (
+            problem := redirect_uri_problem(uri)
+            or ("has user info" if "@" in urlsplit(uri).netloc else None)
+        )
+    ]
+    if problems:
+        raise InvalidRedirectURIError(error_text("; ".join(problems)))
+
+
 # OIDC registration metadata this server cannot honour; accepting it silently would mislead.
 UNSUPPORTED = (
     "id_token_encrypted_response_alg", "id_token_encrypted_response_enc", "userinfo_signed_response_alg",
@@ -54,9 +119,9 @@ def client_fields(metadata: dict) -> dict:
     if method not in Client.AuthMethod.values:
         raise InvalidClientMetadataError(f"token_endpoint_auth_method {method!r} is not supported.")
     grant_types = metadata.get("grant_types") or ["authorization_code"]
-    response_types = metadata.get("response_types") or (
-        ["code"] if "authorization_code" in grant_types else []
-    )
+    response_types = metadata.get("response_types")
+    if response_types is None:  # RFC 7591 §2: omitted means "code"; [] means none
+        response_types = ["code"] if "authorization_code" in grant_types else []
     # RFC 7591 §2.1: grant types and response types must agree.
     if set(response_types) - {"code"}:
         raise InvalidClientMetadataError("Only the 'code' response type is supported.")
@@ -95,7 +160,7 @@ def apply(client: Client, fields: dict) -> Client:
         client.full_clean(exclude=["client_id", "secret_digest", "registration_token_digest"])
     except ValidationError as error:
         problems = error.message_dict
-        description = "; ".join(f"{k}: {' '.join(v)}" for k, v in problems.items())
+        description = error_text("; ".join(f"{k}: {' '.join(v)}" for k, v in problems.items()))
         if set(problems) <= {"redirect_uris", "post_logout_redirect_uris"}:
             raise InvalidRedirectURIError(description) from None
         raise InvalidClientMetadataError(description) from None
@@ -176,12 +241,17 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
 
         return provider_metadata()
 
+    def extract_client_metadata(self, request):
+        check_metadata(request.payload.data)
+        return super().extract_client_metadata(request)
+
     def create_registration_response(self, request):
-        self.authenticate_token(request)
-        metadata = self.extract_client_metadata(request)
-        client = apply(Client(client_id=services.new_client_id()), client_fields(metadata))
-        secret = client.set_new_secret()
-        client.save()
+        with transaction.atomic():  # a refused registration does not spend the token's use
+            self.authenticate_token(request)
+            metadata = self.extract_client_metadata(request)
+            client = apply(Client(client_id=services.new_client_id()), client_fields(metadata))
+            secret = client.set_new_secret()
+            client.save()
         body = {**describe(client), **registration_info(client)}
         if secret:
             body["client_secret"] = secret
@@ -205,7 +275,21 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
         return _RegistrationToken(client)
 
     def authenticate_client(self, request):
-        return Client.objects.filter(client_id=request.client_id_in_path, is_active=True).first()
+        client = request.credential.client
+        if client.client_id != request.client_id_in_path:
+            # RFC 6750 §3.1: not valid for this record; do not say whether it exists.
+            raise InvalidTokenError("A valid registration access token is needed.")
+        return client
+
+    def extract_client_metadata(self, request):
+        check_metadata(request.payload.data)
+        return super().extract_client_metadata(request)
+
+    def create_read_client_response(self, client, request):
+        status, body, headers = super().create_read_client_response(client, request)
+        if secret := getattr(request, "new_client_secret", None):
+            body["client_secret"] = secret
+        return status, body, headers
 
     def check_permission(self, client, request) -> bool:
         return True
@@ -226,7 +310,13 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
 
     def update_client(self, client, client_metadata, request) -> Client:
         # RFC 7592 §2.2: the request replaces the registration as a whole.
-        client = apply(client, client_fields(client_metadata))
+        was_public, consent = client.is_public, client.consent
+        fields = client_fields(client_metadata)
+        if consent == Client.Consent.ASK:
+            fields["consent"] = consent  # an operator's stricter choice stands
+        client = apply(client, fields)
+        if client.is_public != was_public:
+            request.new_client_secret = client.set_new_secret()
         client.save()
         return client
 
