@@ -1,14 +1,18 @@
 """Fixtures shared by the whole suite. The database is the real PostgreSQL from DATABASE_URL."""
 
 import re
+from contextlib import contextmanager
 
+import psycopg
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 
 from accounts.models import UserSession
 from accounts.sessions import SessionStore
+from authserver.locks import _lock_id
 from tests.factories import PASSWORD, UserFactory
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -77,3 +81,26 @@ def form_error(response) -> str:
     """The text of the page's alert box, whitespace squeezed."""
     match = re.search(r'role="alert"[^>]*>(.*?)</div>', response.content.decode(), re.S)
     return re.sub(r"<[^>]+>|\s+", " ", match.group(1)).strip() if match else ""
+
+
+@contextmanager
+def another_machine_holds(lock_name: str):
+    """Another machine running a job: a second PostgreSQL connection holds its advisory lock.
+
+    It unlocks explicitly on the way out: closing the connection frees the lock only once the
+    server has handled the disconnect, which a query right after could beat."""
+    params = connection.get_connection_params()
+    lock = _lock_id(lock_name)
+    with psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        host=params.get("host"),
+        port=params.get("port"),
+        user=params.get("user"),
+        password=params.get("password"),
+        autocommit=True,
+    ) as other_machine:
+        other_machine.execute("SELECT pg_advisory_lock(%s)", [lock])
+        try:
+            yield
+        finally:
+            other_machine.execute("SELECT pg_advisory_unlock(%s)", [lock])

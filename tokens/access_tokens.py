@@ -65,7 +65,7 @@ def read(value: str, *, leeway: int = 0) -> dict | None:
     if not value or len(value) > 8_192:
         return None
     try:
-        token = jwt.decode(value, keys.verification_keys(), algorithms=ALGORITHMS)
+        token = keys.decode(value, ALGORITHMS)
     except (JoseError, ValueError, TypeError, KeyError):
         return None
     if token.header.get("typ") not in ("at+jwt", "application/at+jwt"):

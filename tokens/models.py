@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -77,7 +78,9 @@ class Client(models.Model):
     )
     consent = models.CharField(max_length=16, choices=Consent.choices, default=Consent.REMEMBER)
     access_token_lifetime = models.PositiveIntegerField(
-        default=600, help_text="Seconds an access token lives."
+        default=600,
+        validators=[MinValueValidator(60), MaxValueValidator(86_400)],
+        help_text="Seconds an access token lives (60 to 86400).",
     )
     refresh_token_lifetime = models.PositiveIntegerField(
         default=30 * 86_400,

@@ -10,7 +10,12 @@ from urllib.parse import urlencode, urlsplit
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    LoginRequiredError,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import transaction
@@ -176,6 +181,11 @@ def _oidc_parameters(request: HttpRequest, grant) -> OidcParameters:
     def invalid(description: str) -> InvalidRequestError:
         return InvalidRequestError(description, redirect_uri=grant.redirect_uri, state=state)
 
+    # OIDC Core §6: request objects are not supported (and not advertised); say so, never ignore.
+    if "request" in params:
+        raise RequestNotSupportedError(redirect_uri=grant.redirect_uri, state=state)
+    if "request_uri" in params:
+        raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri, state=state)
     prompts = frozenset((params.get("prompt") or "").split())
     if prompts - PROMPTS or ("none" in prompts and len(prompts) > 1):
         raise invalid(

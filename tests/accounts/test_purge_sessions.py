@@ -4,18 +4,16 @@ import time
 from datetime import timedelta
 from io import StringIO
 
-import psycopg
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from accounts import services, tasks
 from accounts.models import UserSession
 from accounts.sessions import SessionStore
 from authserver.celery import app
-from authserver.locks import _lock_id
+from tests.conftest import another_machine_holds
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -97,15 +95,7 @@ def test_expired_sessions_are_announced_so_their_tokens_can_go():
 
 def test_the_task_skips_when_another_run_holds_the_lock():
     keys = make_sessions(expired=2)
-    params = connection.get_connection_params()
-    with psycopg.connect(
-        dbname=connection.settings_dict["NAME"],
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        autocommit=True,
-    ) as other_machine:
-        other_machine.execute("SELECT pg_advisory_lock(%s)", [_lock_id("accounts.purge_sessions")])
+    with another_machine_holds("accounts.purge_sessions"):
         assert tasks.purge_sessions() == 0
         assert remaining(keys["expired"]) == 2
     assert tasks.purge_sessions() == 2

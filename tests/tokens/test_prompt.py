@@ -93,7 +93,9 @@ def test_prompt_login_asks_for_the_password_again_and_updates_auth_time(
     session = remembered.session
     session[AUTH_TIME_KEY] = int(time.time()) - 600  # the first sign-in was ten minutes ago
     session.save()
-    action = re.search(r'<form method="post" action="(/login/[^"]*)"', page.content.decode()).group(1)
+    action = re.search(r'<form method="post" action="(/login/[^"]*)"', page.content.decode()).group(
+        1
+    )
     assert "reauth=1" in action  # the form posts back as a re-authentication
     refused = remembered.post(
         action, {"username": user.username, "password": "wrong", "next": params["next"]}

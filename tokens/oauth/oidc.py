@@ -8,7 +8,6 @@ import time
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.grants.util import validate_nonce
 from django.conf import settings
-from joserfc import jwt
 from joserfc.errors import JoseError
 
 from tokens import keys
@@ -95,7 +94,7 @@ def read_id_token(value: str | None) -> dict | None:
     if not value or len(value) > 8_192:
         return None
     try:
-        token = jwt.decode(value, keys.verification_keys(), algorithms=ID_TOKEN_ALGORITHMS)
+        token = keys.decode(value, ID_TOKEN_ALGORITHMS)
     except (JoseError, ValueError, TypeError, KeyError):
         return None
     if token.header.get("typ") not in (None, "JWT"):  # not an access or logout token
