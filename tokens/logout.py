@@ -7,6 +7,7 @@ Celery task with retries and exponential back-off, and visible in admin.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
 import secrets
@@ -91,7 +92,7 @@ def _claim(delivery_id: int) -> BackchannelLogout | None:
     )
     with transaction.atomic():
         delivery = (
-            BackchannelLogout.objects.select_for_update(skip_locked=True)
+            BackchannelLogout.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("client")
             .filter(claimable, pk=delivery_id)
             .first()
@@ -104,19 +105,63 @@ def _claim(delivery_id: int) -> BackchannelLogout | None:
     return delivery
 
 
-def _refuse_private_network(url: str) -> str | None:
-    if settings.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS:
+class SSRFRefused(OSError):
+    """The back-channel URI leads into a private network."""
+
+
+def _public_address(host: str, port: int) -> str:
+    """Resolve ``host`` and return the address to connect to, refusing anything not public
+    (loopback, private, link-local, shared 100.64/10, cloud metadata, multicast, ...)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        if not ip.is_global or ip.is_multicast:
+            raise SSRFRefused(
+                f"{host} resolves to a non-public address ({ip}); not sending (SSRF guard)"
+            )
+    return infos[0][4][0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked, so DNS cannot change it in between."""
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection(
+            (_public_address(self.host, self.port), self.port), self.timeout
+        )
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        sock = socket.create_connection(
+            (_public_address(self.host, self.port), self.port), self.timeout
+        )
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _PinnedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_PinnedHTTPConnection, req)
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_PinnedHTTPSConnection, req, context=self._context)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """§2.8: only the registered URI's own 200 counts; a redirect is neither followed (it could
+    lead past the SSRF guard, and would turn the POST into a GET) nor a delivery."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError as error:
-        return f"cannot resolve {host}: {error}"
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-            return f"{host} resolves to a non-public address; not sending (SSRF guard)"
-    return None
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    handlers: list = [_NoRedirects()]
+    if not settings.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS:
+        handlers += [_PinnedHTTPHandler(), _PinnedHTTPSHandler()]
+    return urllib.request.build_opener(*handlers)
 
 
 def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
@@ -124,24 +169,21 @@ def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
-    url = delivery.client.backchannel_logout_uri
-    status_code, error = None, _refuse_private_network(url)
-    if error is None:
-        body = urllib.parse.urlencode({"logout_token": logout_token(delivery)}).encode()
-        request = urllib.request.Request(  # noqa: S310 - https (or an allowed loopback in tests)
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        try:
-            timeout = settings.BACKCHANNEL_LOGOUT_TIMEOUT
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https checked
-                status_code = response.status
-        except urllib.error.HTTPError as failure:
-            status_code, error = failure.code, f"HTTP {failure.code}"
-        except (urllib.error.URLError, OSError, ValueError) as failure:
-            error = str(getattr(failure, "reason", failure))[:300]
+    body = urllib.parse.urlencode({"logout_token": logout_token(delivery)}).encode()
+    request = urllib.request.Request(  # noqa: S310 - the registered https URI (loopback only if allowed)
+        delivery.client.backchannel_logout_uri,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    status_code, error = None, None
+    try:
+        with _opener().open(request, timeout=settings.BACKCHANNEL_LOGOUT_TIMEOUT) as response:
+            status_code = response.status
+    except urllib.error.HTTPError as failure:  # includes 3xx: redirects are not followed
+        status_code, error = failure.code, f"HTTP {failure.code}"
+    except (urllib.error.URLError, OSError, ValueError) as failure:
+        error = str(getattr(failure, "reason", failure))[:300]
     delivered = status_code in (200, 204) and error is None
     if delivered:
         delivery.status, delivery.delivered_at, delivery.last_error = (
