@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 
-from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Q
 from django.dispatch import Signal
 from django.http import HttpRequest
 from django.utils import timezone
@@ -180,38 +176,3 @@ def deactivate_user(user: User, *, by: str, actor_user: User | None = None, requ
     )
     user_deactivated.send(sender=User, user=user, actor=by, actor_user=actor_user)
     return ended
-
-
-@dataclass(frozen=True)
-class PurgeResult:
-    deleted: int
-    remaining: bool
-
-
-def purgeable_sessions(now=None):
-    """Rows no browser can use: expired, or ended longer ago than SESSION_RETENTION_DAYS."""
-    now = now or timezone.now()
-    retention = now - timedelta(days=settings.SESSION_RETENTION_DAYS)
-    return UserSession.objects.filter(Q(expire_date__lt=now) | Q(revoked_at__lt=retention))
-
-
-def purge_sessions(batch_size: int = 1000, max_batches: int = 20, now=None) -> PurgeResult:
-    """Delete unusable session rows in primary-key batches (no statement locks more than a batch).
-
-    Returns how many rows went and whether more remain, so the caller can run again.
-    """
-    now = now or timezone.now()
-    deleted = 0
-    for _ in range(max_batches):
-        batch = list(
-            purgeable_sessions(now).values_list("session_key", "sid", "revoked_at")[:batch_size]
-        )
-        if not batch:
-            return PurgeResult(deleted, remaining=False)
-        count, _ = UserSession.objects.filter(session_key__in=[key for key, _, _ in batch]).delete()
-        deleted += count
-        # Sessions that simply ran out were never "ended": their bound tokens go now.
-        expired_sids = [sid for _, sid, revoked_at in batch if sid and revoked_at is None]
-        if expired_sids:
-            sessions_ended.send(sender=UserSession, sids=expired_sids, reason="session expired")
-    return PurgeResult(deleted, remaining=purgeable_sessions(now).exists())

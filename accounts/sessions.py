@@ -202,6 +202,8 @@ class SessionStore(CachedDBStore):
     @classmethod
     def clear_expired(cls) -> None:
         """Django's hook for dropping expired sessions runs the same bounded purge as the job."""
-        from accounts.services import purge_sessions
+        from accounts.expiry import SESSIONS
+        from authserver.janitor import purge
 
-        purge_sessions()
+        while purge(SESSIONS).remaining:
+            pass

@@ -5,7 +5,7 @@ import os
 from celery import Celery
 from celery.schedules import crontab
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "authserver.settings")  # noqa: the app's entry point
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "authserver.settings")
 
 app = Celery("authserver")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -26,12 +26,53 @@ def _prepare_filesystem_broker() -> None:
 _prepare_filesystem_broker()
 
 # Minutes are staggered so jobs do not start together; `expires` drops a run that waited in the
-# queue past its next slot, so a stalled worker does not come back to a pile of duplicates.
+# queue past its next slot, so a stalled worker does not come back to a pile of duplicates. Each
+# expiry job re-enqueues itself while work remains, so these are floors, not ceilings.
+def _every_quarter_hour(offset: int) -> crontab:
+    return crontab(minute=",".join(str(offset + 15 * i) for i in range(4)))
+
+
+_QUARTER = {"expires": 14 * 60}
 app.conf.beat_schedule = {
-    "accounts-purge-sessions": {
-        "task": "accounts.purge_sessions",
-        "schedule": crontab(minute="7,22,37,52"),
-        "options": {"expires": 10 * 60},
+    "tokens-expire-authorization-codes": {
+        "task": "tokens.expire_authorization_codes",
+        "schedule": _every_quarter_hour(1),
+        "options": _QUARTER,
+    },
+    "tokens-expire-refresh-tokens": {
+        "task": "tokens.expire_refresh_tokens",
+        "schedule": _every_quarter_hour(4),
+        "options": _QUARTER,
+    },
+    "accounts-expire-sessions": {
+        "task": "accounts.expire_sessions",
+        "schedule": _every_quarter_hour(7),
+        "options": _QUARTER,
+    },
+    "tokens-prune-deny-list": {
+        "task": "tokens.prune_deny_list",
+        "schedule": _every_quarter_hour(11),
+        "options": _QUARTER,
+    },
+    "tokens-expire-consents": {
+        "task": "tokens.expire_consents",
+        "schedule": crontab(minute="23"),
+        "options": {"expires": 50 * 60},
+    },
+    "tokens-expire-initial-access-tokens": {
+        "task": "tokens.expire_initial_access_tokens",
+        "schedule": crontab(minute="29"),
+        "options": {"expires": 50 * 60},
+    },
+    "tokens-expire-session-clients": {
+        "task": "tokens.expire_session_clients",
+        "schedule": crontab(minute="53"),
+        "options": {"expires": 50 * 60},
+    },
+    "tokens-expire-logout-deliveries": {
+        "task": "tokens.expire_logout_deliveries",
+        "schedule": crontab(hour="3", minute="37"),
+        "options": {"expires": 6 * 3600},
     },
     "tokens-rotate-signing-keys": {
         "task": "tokens.rotate_signing_keys",

@@ -334,11 +334,18 @@ class RefreshToken(models.Model):
 
     token_digest = models.CharField(max_length=64, unique=True)
     family = models.UUIDField(default=uuid.uuid4, db_index=True)
+    # No database constraint on these two: the janitor deletes old rows in plain batches, and a
+    # dangling id is harmless (the family column, not these, is what revocation follows).
     parent = models.OneToOneField(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child"
+        "self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="child"
     )
     authorization_code = models.ForeignKey(
-        AuthorizationCode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        AuthorizationCode,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="refresh_tokens")
     user = models.ForeignKey(
@@ -354,9 +361,9 @@ class RefreshToken(models.Model):
     auth_time = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True, help_text="Idle expiry, never past the family's.")
-    family_expires = models.DateTimeField(help_text="Absolute expiry of the whole family.")
+    family_expires = models.DateTimeField(db_index=True, help_text="Absolute expiry of the whole family.")
     rotated_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
     revoke_reason = models.CharField(max_length=32, choices=Reason.choices, blank=True)
     access_jti = models.CharField(max_length=64, blank=True)
     access_expires = models.DateTimeField(null=True, blank=True)

@@ -2,8 +2,10 @@ import logging
 
 from celery import shared_task
 
+from authserver.janitor import make_task
 from authserver.locks import advisory_lock
 from tokens import keys, logout
+from tokens.expiry import KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -34,3 +36,7 @@ def rotate_signing_keys() -> dict:
         report.published, report.promoted, report.retired, report.deleted,
     )  # fmt: skip
     return report.__dict__
+
+
+# tokens.expire_authorization_codes, tokens.expire_refresh_tokens, tokens.expire_consents, ...
+EXPIRY_TASKS = {kind.name: make_task(kind) for kind in KINDS}

@@ -31,7 +31,9 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from accounts import services
+from accounts.expiry import SESSIONS
 from accounts.models import UserSession
+from authserver import janitor
 from authserver.celery import app
 from tests import urls_rp
 from tests.conftest import session_row, sign_in
@@ -507,7 +509,7 @@ def _deactivation(browser, user, tokens) -> None:
 def _expiry_and_purge(browser, user, tokens) -> None:
     past = timezone.now() - timedelta(minutes=1)
     UserSession.objects.filter(pk=session_row(browser).pk).update(expire_date=past)
-    assert services.purge_sessions().deleted == 1
+    assert janitor.purge(SESSIONS).deleted == 1
 
 
 ENDINGS = {
@@ -595,7 +597,7 @@ def test_ending_a_session_again_sends_nothing_more(logged_in_client, user, bcl_c
     services.end_sessions(UserSession.objects.filter(pk=row.pk), by="operator", reason="again")
     services.deactivate_user(user, by=UserSession.EndedBy.OPERATOR)
     UserSession.objects.filter(pk=row.pk).update(expire_date=timezone.now() - timedelta(minutes=1))
-    services.purge_sessions()
+    janitor.purge(SESSIONS)
     assert logout.schedule([row.sid]) == []  # even told again, the receiver owes nothing new
     assert BackchannelLogout.objects.count() == 1
     assert logout.deliver(delivery.pk) == "skipped"

@@ -1,0 +1,39 @@
+"""What the janitor (authserver/janitor.py) may delete from this app."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+
+from accounts.models import UserSession
+from authserver.janitor import Kind
+
+
+def _stale_sessions(now):
+    # Expired, or ended longer ago than operators keep them visible.
+    retention = now - timedelta(days=settings.SESSION_RETENTION_DAYS)
+    return Q(expire_date__lt=now) | Q(revoked_at__lt=retention)
+
+
+def _announce_expired(rows) -> None:
+    """Sessions that simply ran out were never "ended": their tokens go now, and the clients
+    that used them are told (back-channel logout)."""
+    from accounts.services import sessions_ended
+
+    sids = [sid for _pk, sid, revoked_at in rows if sid and revoked_at is None]
+    if sids:
+        sessions_ended.send(sender=UserSession, sids=sids, reason="session expired")
+
+
+SESSIONS = Kind(
+    name="sessions",
+    label="browser sessions",
+    task_name="accounts.expire_sessions",
+    model=UserSession,
+    stale=_stale_sessions,
+    since="expire_date",
+    keep=("sid", "revoked_at"),
+    after_delete=_announce_expired,
+)
+
+KINDS = (SESSIONS,)

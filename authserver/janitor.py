@@ -1,0 +1,141 @@
+"""Expiring stale grants: one engine for every kind of row that outlives its use.
+
+Each kind says which rows may go (a ``Q`` for a given moment); the engine deletes them in
+primary-key batches, each a short statement that locks only that batch, and says whether more
+remain. The Celery tasks, ``manage.py expire_grants`` and the admin backlog page all go through
+here, so they cannot disagree. Reading never deletes; live rows never match a kind's ``Q``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from celery import shared_task
+from django.db import models, transaction
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from authserver.locks import advisory_lock
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 5_000
+MAX_BATCHES = 20  # per run: 100,000 rows, then the task re-enqueues itself
+MAX_RUNS = 100  # re-enqueued runs in a row before waiting for the next beat slot
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of stale row."""
+
+    name: str  # "refresh_tokens": for --only, logs and the backlog page
+    label: str  # "refresh tokens"
+    task_name: str  # "tokens.expire_refresh_tokens"
+    model: type[models.Model]
+    stale: Callable[[datetime], Q]  # rows that may be deleted at that moment
+    since: str  # the timestamp that made a row stale, for the backlog's "oldest"
+    # Values to read from each batch before it goes, handed to after_delete (e.g. sessions that
+    # simply expired must still be announced, so their tokens go and their clients are told).
+    keep: tuple[str, ...] = ()
+    after_delete: Callable[[list[tuple]], None] | None = field(default=None, compare=False)
+
+    def queryset(self, now: datetime) -> models.QuerySet:
+        return self.model._base_manager.filter(self.stale(now)).order_by()
+
+
+@dataclass
+class PurgeResult:
+    kind: str
+    deleted: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    longest_statement: float = 0.0
+    remaining: bool = False
+
+
+def purge(
+    kind: Kind,
+    *,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int = MAX_BATCHES,
+    now: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PurgeResult:
+    """Delete up to ``batch_size * max_batches`` stale rows of ``kind``, a batch at a time."""
+    now = now or timezone.now()
+    result = PurgeResult(kind.name)
+    started = time.monotonic()
+    stale = kind.queryset(now)
+    for _ in range(max_batches):
+        tick = time.monotonic()
+        rows = list(stale.values_list("pk", *kind.keep)[:batch_size])
+        selected = time.monotonic()
+        if not rows:
+            break
+        with transaction.atomic():
+            deleted, _ = kind.model._base_manager.filter(pk__in=[row[0] for row in rows]).delete()
+        done = time.monotonic()
+        result.longest_statement = max(result.longest_statement, selected - tick, done - selected)
+        result.deleted += deleted
+        result.batches += 1
+        if kind.after_delete is not None:
+            kind.after_delete(rows)
+        if progress is not None:
+            progress(deleted)
+    else:
+        result.remaining = stale.exists()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+@dataclass(frozen=True)
+class Backlog:
+    kind: str
+    label: str
+    waiting: int
+    oldest_age_seconds: float | None
+
+
+def backlog(kind: Kind, now: datetime | None = None) -> Backlog:
+    """How many rows wait to be purged, and how long the oldest has been stale."""
+    now = now or timezone.now()
+    figures = kind.queryset(now).aggregate(waiting=Count("pk"), oldest=Min(kind.since))
+    oldest = figures["oldest"]
+    age = max(0.0, (now - oldest).total_seconds()) if oldest else None
+    return Backlog(kind.name, kind.label, figures["waiting"], age)
+
+
+def kinds() -> dict[str, Kind]:
+    """Every kind, in the order the command and the backlog page show them."""
+    from accounts.expiry import KINDS as account_kinds
+    from tokens.expiry import KINDS as token_kinds
+
+    return {kind.name: kind for kind in (*account_kinds, *token_kinds)}
+
+
+def make_task(kind: Kind):
+    """The Celery task for one kind: bounded, one run at a time across machines, re-enqueued
+    while work remains (up to MAX_RUNS in a row)."""
+
+    @shared_task(name=kind.task_name, ignore_result=True)
+    def expire(batch_size: int = BATCH_SIZE, max_batches: int = MAX_BATCHES, run: int = 1) -> int:
+        with advisory_lock(f"janitor:{kind.name}") as acquired:
+            if not acquired:  # another run is busy; deleting is idempotent, so skip
+                logger.info("%s: another run holds the lock; skipping", kind.task_name)
+                return 0
+            result = purge(kind, batch_size=batch_size, max_batches=max_batches)
+        logger.info(
+            "%s: deleted %d %s in %.2fs (%d batches, longest statement %.0f ms)%s",
+            kind.task_name, result.deleted, kind.label, result.seconds, result.batches,
+            result.longest_statement * 1000, "; more remain, re-enqueued" if result.remaining else "",
+        )  # fmt: skip
+        if result.remaining and run < MAX_RUNS:
+            expire.apply_async(kwargs={"batch_size": batch_size, "max_batches": max_batches, "run": run + 1})
+        return result.deleted
+
+    expire.__doc__ = f"Delete stale {kind.label} in bounded batches."
+    return expire

@@ -1,0 +1,100 @@
+"""What the janitor (authserver/janitor.py) may delete from this app, and when.
+
+Used codes and rotated refresh tokens are kept a while after they stop working: presenting one
+again is how a replay is recognised (RFC 6749 §4.1.2, RFC 9700 §4.14.2), so they stay as long
+as what they could reveal is alive.
+"""
+
+from datetime import timedelta
+
+from django.db.models import Exists, OuterRef, Q
+
+from accounts.models import UserSession
+from authserver.janitor import Kind
+from tokens.models import (
+    AuthorizationCode,
+    BackchannelLogout,
+    Consent,
+    InitialAccessToken,
+    RefreshToken,
+    RevokedAccessToken,
+    SessionClient,
+)
+
+CODE_RETENTION = timedelta(hours=1)
+REFRESH_TOKEN_RETENTION = timedelta(days=1)
+DELIVERY_RETENTION = timedelta(days=30)
+
+
+def _stale_refresh_tokens(now):
+    cutoff = now - REFRESH_TOKEN_RETENTION
+    return (
+        Q(family_expires__lt=cutoff)  # the whole family is past its absolute lifetime
+        | Q(revoked_at__lt=cutoff)  # revoked a day ago: nothing left to detect
+        | Q(rotated_at__isnull=True, expires__lt=cutoff)  # the family's live end idled out
+    )
+
+
+KINDS = (
+    Kind(
+        name="authorization_codes",
+        label="authorization codes",
+        task_name="tokens.expire_authorization_codes",
+        model=AuthorizationCode,
+        stale=lambda now: Q(expires__lt=now - CODE_RETENTION),
+        since="expires",
+    ),
+    Kind(
+        name="refresh_tokens",
+        label="refresh tokens",
+        task_name="tokens.expire_refresh_tokens",
+        model=RefreshToken,
+        stale=_stale_refresh_tokens,
+        since="expires",
+    ),
+    Kind(
+        name="consents",
+        label="consents",
+        task_name="tokens.expire_consents",
+        model=Consent,
+        stale=lambda now: Q(expires__lt=now),
+        since="expires",
+    ),
+    Kind(
+        name="deny_list",
+        label="deny-list entries",
+        task_name="tokens.prune_deny_list",
+        model=RevokedAccessToken,
+        stale=lambda now: Q(expires__lt=now),  # the token itself has expired
+        since="expires",
+    ),
+    Kind(
+        name="initial_access_tokens",
+        label="initial access tokens",
+        task_name="tokens.expire_initial_access_tokens",
+        model=InitialAccessToken,
+        stale=lambda now: Q(expires__lt=now) | Q(uses_left=0),
+        since="expires",
+    ),
+    Kind(
+        name="session_clients",
+        label="session participants",
+        task_name="tokens.expire_session_clients",
+        model=SessionClient,
+        # Needed until the session ends (its clients are told then); an expired session that
+        # the sessions job has not yet purged still counts as not ended.
+        stale=lambda now: ~Exists(UserSession.objects.filter(sid=OuterRef("sid"), revoked_at__isnull=True)),
+        since="created",
+    ),
+    Kind(
+        name="logout_deliveries",
+        label="back-channel logout deliveries",
+        task_name="tokens.expire_logout_deliveries",
+        model=BackchannelLogout,
+        stale=lambda now: Q(
+            status__in=[BackchannelLogout.Status.DELIVERED, BackchannelLogout.Status.ABANDONED],
+            created__lt=now - DELIVERY_RETENTION,
+        ),
+        since="created",
+    ),
+)
