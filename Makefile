@@ -17,7 +17,7 @@ TEST_ENV := DEBUG=false \
 	CACHE_URL=$(or $(TEST_CACHE_URL),$(TEST_REDIS)/14) \
 	CELERY_BROKER_URL=$(or $(TEST_BROKER_URL),$(TEST_REDIS)/15)
 
-.PHONY: run test lint format migrations-check clean
+.PHONY: run test lint format migrations-check clean bench-purge
 
 $(VENV)/.run-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ run: $(VENV)/.run-installed
 ## test: the whole suite (browser tests included) against PostgreSQL and Redis.
 test: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+## bench-purge: seed 1,000,000 stale and 1,000,000 live refresh tokens in PostgreSQL
+## (authserver_bench, created and dropped), purge them under token-endpoint load, print the
+## figures. Options: BENCH_ARGS="--batch-size 10000 --rest-seconds 30" (see bench/README.md).
+bench-purge: $(VENV)/.run-installed
+	$(PY) bench/purge.py $(BENCH_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from accounts import services, throttle
 from accounts.models import SecurityEvent, User
 from accounts.network import client_ip
+from authserver.metrics import LOGIN_FAILURES, LOGIN_LOCKOUTS, LOGIN_THROTTLED
 
 
 class LoginForm(AuthenticationForm):
@@ -42,10 +43,14 @@ class LoginForm(AuthenticationForm):
             return self.cleaned_data
         attempt = throttle.begin(username, client_ip(self.request))
         if not attempt.allowed:
+            LOGIN_THROTTLED.inc()
             raise ValidationError(self.error_messages["throttled"], code="throttled")
         self.user_cache = authenticate(self.request, username=username, password=password)
         if self.user_cache is None:
             locked = throttle.failed(attempt)
+            LOGIN_FAILURES.inc()
+            for subject in locked:
+                LOGIN_LOCKOUTS.labels(subject).inc()
             known = User.objects.find_for_login(username)
             services.record_event(
                 SecurityEvent.Kind.LOGIN_FAILED,

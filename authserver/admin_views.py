@@ -13,7 +13,16 @@ def backlog(request: HttpRequest) -> HttpResponse:
     figures = [janitor.backlog(kind) for kind in janitor.kinds().values()]
     if request.GET.get("format") == "json":
         return JsonResponse(
-            {"backlog": [{"kind": f.kind, "waiting": f.waiting, "oldest_age_seconds": f.oldest_age_seconds} for f in figures]}
+            {
+                "backlog": [
+                    {
+                        "kind": f.kind,
+                        "waiting": f.waiting,
+                        "oldest_age_seconds": f.oldest_age_seconds,
+                    }
+                    for f in figures
+                ]
+            }
         )
     return TemplateResponse(
         request,

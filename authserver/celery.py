@@ -25,6 +25,7 @@ def _prepare_filesystem_broker() -> None:
 
 _prepare_filesystem_broker()
 
+
 # Minutes are staggered so jobs do not start together; `expires` drops a run that waited in the
 # queue past its next slot, so a stalled worker does not come back to a pile of duplicates. Each
 # expiry job re-enqueues itself while work remains, so these are floors, not ceilings.

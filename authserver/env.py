@@ -57,6 +57,8 @@ class Config:
     id_token_lifetime: int
     signing_key_rotate_after_days: int
     open_registration: bool
+    metrics_token: str
+    metrics_allowed_networks: list
 
 
 class _Reader:
@@ -207,6 +209,10 @@ def load(environ: dict[str, str] | None = None) -> Config:
             "SIGNING_KEY_ROTATE_AFTER_DAYS", 30, minimum=1, maximum=3650
         ),
         open_registration=read.boolean("OPEN_REGISTRATION", False),
+        metrics_token=read.string("METRICS_TOKEN", ""),
+        metrics_allowed_networks=_networks(
+            read, "METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"
+        ),
     )
     if read.problems:
         count = len(read.problems)
@@ -418,6 +424,18 @@ def _scopes(read: _Reader) -> dict[str, str]:
             continue
         scopes[name] = description.strip() or name
     return scopes
+
+
+def _networks(read: _Reader, name: str, default: str) -> list:
+    from ipaddress import ip_network
+
+    networks = []
+    for item in read.csv(name) or default.split(","):
+        try:
+            networks.append(ip_network(item.strip(), strict=False))
+        except ValueError:
+            read.problem(name, f"{item!r} is not an IP network, e.g. 10.0.0.0/8 or 127.0.0.1/32")
+    return networks
 
 
 def _redact(url: str) -> str:

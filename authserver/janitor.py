@@ -20,6 +20,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from authserver.locks import advisory_lock
+from authserver.metrics import record_job
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +129,16 @@ def make_task(kind: Kind):
                 logger.info("%s: another run holds the lock; skipping", kind.task_name)
                 return 0
             result = purge(kind, batch_size=batch_size, max_batches=max_batches)
+        record_job(kind.task_name, seconds=result.seconds, rows=result.deleted)
         logger.info(
             "%s: deleted %d %s in %.2fs (%d batches, longest statement %.0f ms)%s",
             kind.task_name, result.deleted, kind.label, result.seconds, result.batches,
             result.longest_statement * 1000, "; more remain, re-enqueued" if result.remaining else "",
         )  # fmt: skip
         if result.remaining and run < MAX_RUNS:
-            expire.apply_async(kwargs={"batch_size": batch_size, "max_batches": max_batches, "run": run + 1})
+            expire.apply_async(
+                kwargs={"batch_size": batch_size, "max_batches": max_batches, "run": run + 1}
+            )
         return result.deleted
 
     expire.__doc__ = f"Delete stale {kind.label} in bounded batches."

@@ -33,6 +33,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "authserver.logs.RequestIdMiddleware",
+    "authserver.metrics.MetricsMiddleware",
+    "authserver.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.SessionMiddleware",
@@ -149,6 +152,11 @@ REST_FRAMEWORK = {
 OAUTH_MAX_BODY_BYTES = 16_384
 OAUTH_MAX_PARAMETER_LENGTH = 4_096
 
+# --- Operations -------------------------------------------------------------------------------
+# /metrics answers only these networks (the scraper as this process sees it) or a bearer token.
+METRICS_ALLOWED_NETWORKS = CONFIG.metrics_allowed_networks
+METRICS_TOKEN = CONFIG.metrics_token
+
 # --- Security headers -------------------------------------------------------------------------
 CSRF_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_HTTPONLY = True
@@ -200,8 +208,21 @@ USE_TZ = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_id": {"()": "authserver.logs.AddRequestId"},
+        "redact": {"()": "authserver.logs.RedactSecrets"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "authserver.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if CONFIG.log_json else "plain",
+            "filters": ["request_id", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

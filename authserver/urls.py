@@ -3,9 +3,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts import views as account_views
-from authserver import admin_views
+from authserver import admin_views, metrics
 
 urlpatterns = [
+    path("metrics", metrics.metrics, name="metrics"),
     # Operators sign in through the same throttled, audited page as everyone else.
     path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
     path("admin/logout/", account_views.LogoutView.as_view()),

@@ -83,7 +83,9 @@ KINDS = (
         model=SessionClient,
         # Needed until the session ends (its clients are told then); an expired session that
         # the sessions job has not yet purged still counts as not ended.
-        stale=lambda now: ~Exists(UserSession.objects.filter(sid=OuterRef("sid"), revoked_at__isnull=True)),
+        stale=lambda now: (
+            ~Exists(UserSession.objects.filter(sid=OuterRef("sid"), revoked_at__isnull=True))
+        ),
         since="created",
     ),
     Kind(

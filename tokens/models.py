@@ -337,7 +337,12 @@ class RefreshToken(models.Model):
     # No database constraint on these two: the janitor deletes old rows in plain batches, and a
     # dangling id is harmless (the family column, not these, is what revocation follows).
     parent = models.OneToOneField(
-        "self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="child"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="child",
     )
     authorization_code = models.ForeignKey(
         AuthorizationCode,
@@ -361,7 +366,9 @@ class RefreshToken(models.Model):
     auth_time = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True, help_text="Idle expiry, never past the family's.")
-    family_expires = models.DateTimeField(db_index=True, help_text="Absolute expiry of the whole family.")
+    family_expires = models.DateTimeField(
+        db_index=True, help_text="Absolute expiry of the whole family."
+    )
     rotated_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
     revoke_reason = models.CharField(max_length=32, choices=Reason.choices, blank=True)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import SecurityEvent
 from accounts.services import record_event
+from authserver.metrics import CODE_REPLAYS
 from tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def revoke_family(
 
 def revoke_code_tokens(code: AuthorizationCode, *, request=None) -> int:
     """A code redeemed twice: revoke what the first redemption produced (RFC 6749 §4.1.2)."""
+    CODE_REPLAYS.inc()
     record_event(
         SecurityEvent.Kind.CODE_REPLAY,
         request=request,

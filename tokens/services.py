@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.models import SecurityEvent, User, UserSession
 from accounts.services import record_event
+from authserver.metrics import REFRESH_REPLAYS
 from tokens import revocation
 from tokens.access_tokens import AccessToken
 from tokens.models import (
@@ -286,6 +287,7 @@ def find_refresh_token(value: str, client: Client, *, request=None) -> RefreshTo
         return None
     if row.rotated_at is not None or row.revoked_at is not None:
         if row.rotated_at is not None:
+            REFRESH_REPLAYS.inc()
             record_event(
                 SecurityEvent.Kind.REFRESH_REPLAY,
                 request=request,

@@ -1,9 +1,11 @@
 import logging
+import time
 
 from celery import shared_task
 
 from authserver.janitor import make_task
 from authserver.locks import advisory_lock
+from authserver.metrics import record_job
 from tokens import keys, logout
 from tokens.expiry import KINDS
 
@@ -17,7 +19,13 @@ MAX_RETRIES = 6  # back-off 10 s, 20 s, 40 s, ... about 10 minutes in all
 )
 def deliver_backchannel_logout(self, delivery_id: int) -> str:
     """POST one logout_token; retry with exponential back-off until delivered or out of tries."""
+    started = time.monotonic()
     outcome = logout.deliver(delivery_id, final_attempt=self.request.retries >= MAX_RETRIES)
+    record_job(
+        "tokens.deliver_backchannel_logout",
+        seconds=time.monotonic() - started,
+        ok=outcome != "retry",
+    )
     if outcome == "retry" and self.request.retries < MAX_RETRIES:
         raise self.retry(countdown=10 * 2**self.request.retries)
     return outcome
@@ -30,7 +38,9 @@ def rotate_signing_keys() -> dict:
         if not acquired:
             logger.info("rotate_signing_keys: another run holds the lock; skipping")
             return {}
+        started = time.monotonic()
         report = keys.rotate()
+        record_job("tokens.rotate_signing_keys", seconds=time.monotonic() - started)
     logger.info(
         "rotate_signing_keys: published %s, promoted %s, retired %s, deleted %s",
         report.published, report.promoted, report.retired, report.deleted,

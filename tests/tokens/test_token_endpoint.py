@@ -272,3 +272,14 @@ def test_a_browser_client_reads_the_token_answer_from_its_own_origin_only(logged
     assert "Access-Control-Allow-Origin" not in Browser().options(
         "/token", secure=True, HTTP_ORIGIN="https://evil.example"
     )
+
+
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_plain_http_from_a_non_loopback_host_is_refused_in_json_not_a_500(confidential, path):
+    """RFC 6749 §1.6/§3.2: TLS is required; a proxy that forgot X-Forwarded-Proto gets told."""
+    response = Browser().post(
+        path, "grant_type=client_credentials&token=x", content_type="application/x-www-form-urlencoded",
+        **confidential.basic(),
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"] == "insecure_transport"

@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
+from authserver.metrics import TOKENS_ISSUED
 from tokens import access_tokens, services
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -32,6 +33,7 @@ class IssuesTokens:
             client=self.request.client, user=user, scope=scope or "", sid=sid, auth_time=auth_time
         )
         self.request.issued_access = access
+        TOKENS_ISSUED.labels(self.GRANT_TYPE).inc()
         token = {
             "token_type": "Bearer",
             "access_token": access.value,

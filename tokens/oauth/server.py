@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
 from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from django.conf import settings
 
 from tokens import services
@@ -66,6 +67,20 @@ class AuthorizationServer(DjangoAuthorizationServer):
             parent=parent,
             code=code,
         )
+
+    # Authlib refuses plain http (other than loopback) while building its request, outside the
+    # try that turns errors into responses: answer the RFC's JSON instead of a 500.
+    def create_token_response(self, request=None):
+        try:
+            return super().create_token_response(request)
+        except InsecureTransportError as error:
+            return self.handle_response(*error())
+
+    def create_endpoint_response(self, name, request=None):
+        try:
+            return super().create_endpoint_response(name, request)
+        except InsecureTransportError as error:
+            return self.handle_response(*error())
 
     def send_signal(self, name, *args, **kwargs) -> None:
         pass  # security events are written by our services, not through Authlib's signals

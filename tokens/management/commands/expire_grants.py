@@ -14,20 +14,29 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--dry-run", action="store_true", help="Show the backlog; delete nothing.")
-        parser.add_argument("--only", action="append", metavar="KIND", help="Only this kind (repeatable).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Show the backlog; delete nothing."
+        )
+        parser.add_argument(
+            "--only", action="append", metavar="KIND", help="Only this kind (repeatable)."
+        )
         parser.add_argument("--batch-size", type=int, default=janitor.BATCH_SIZE)
 
     def handle(self, *args, dry_run: bool, only: list[str] | None, batch_size: int, **options):
         kinds = janitor.kinds()
         unknown = sorted(set(only or []) - set(kinds))
         if unknown:
-            raise CommandError(f"Unknown kind(s): {', '.join(unknown)}. Choose from: {', '.join(kinds)}.")
+            raise CommandError(
+                f"Unknown kind(s): {', '.join(unknown)}. Choose from: {', '.join(kinds)}."
+            )
         chosen = [kinds[name] for name in (only or kinds)]
         if dry_run:
             self._table(
                 ["kind", "waiting", "oldest stale for"],
-                [[b.label, f"{b.waiting:,}", _age(b.oldest_age_seconds)] for b in map(janitor.backlog, chosen)],
+                [
+                    [b.label, f"{b.waiting:,}", _age(b.oldest_age_seconds)]
+                    for b in map(janitor.backlog, chosen)
+                ],
             )
             return
         rows = []
@@ -47,11 +56,24 @@ class Command(BaseCommand):
                         break
                 bar.finish()
             rate = f"{deleted / seconds:,.0f}" if seconds and deleted else "-"
-            rows.append([kind.label, f"{deleted:,}", f"{seconds:.2f}", rate, f"{longest * 1000:.0f}", "done"])
-        self._table(["kind", "deleted", "seconds", "rows/s", "longest statement (ms)", "state"], rows)
+            rows.append(
+                [
+                    kind.label,
+                    f"{deleted:,}",
+                    f"{seconds:.2f}",
+                    rate,
+                    f"{longest * 1000:.0f}",
+                    "done",
+                ]
+            )
+        self._table(
+            ["kind", "deleted", "seconds", "rows/s", "longest statement (ms)", "state"], rows
+        )
 
     def _table(self, header: list[str], rows: list[list[str]]) -> None:
-        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+        widths = [
+            max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)
+        ]
         line = "  ".join("{:<%d}" % width for width in widths)  # noqa: UP031
         self.stdout.write(line.format(*header))
         self.stdout.write(line.format(*("-" * width for width in widths)))
@@ -79,7 +101,9 @@ class _ProgressBar:
         self.done += count
         if self.live:
             filled = min(30, 30 * self.done // self.total)
-            self.stream.write(f"\r{self.label:<32} [{'#' * filled}{' ' * (30 - filled)}] {self.done:,}", ending="")
+            self.stream.write(
+                f"\r{self.label:<32} [{'#' * filled}{' ' * (30 - filled)}] {self.done:,}", ending=""
+            )
             self.stream.flush()
 
     def finish(self) -> None:

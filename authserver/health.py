@@ -1,0 +1,78 @@
+"""Health for load balancers and orchestrators.
+
+/health/live: the process answers (nothing else is checked, so a database outage does not get
+every web process restarted). /health/ready: the database, the broker and an active signing
+key; 503 with the failing check named otherwise. Both are answered before host validation,
+because probes address containers by IP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+PATHS = {"/health/live", "/health/ready"}
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _broker() -> None:
+    from authserver.celery import app
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return  # the quick start's folder broker cannot be down
+    with app.connection_for_write() as broker:
+        broker.ensure_connection(max_retries=1, timeout=2)
+
+
+def _signing_key() -> None:
+    from tokens import keys
+
+    keys.signing_key()  # creates the first key on a fresh install
+
+
+CHECKS = {"database": _database, "broker": _broker, "signing_key": _signing_key}
+
+
+def ready() -> tuple[bool, dict]:
+    results = {}
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            check()
+        except Exception as error:
+            logger.warning("Readiness check %s failed: %s", name, type(error).__name__)
+            results[name] = {"ok": False, "error": type(error).__name__}
+        else:
+            results[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    return all(result["ok"] for result in results.values()), results
+
+
+class HealthMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path not in PATHS:
+            return self.get_response(request)
+        if request.path == "/health/live":
+            response = JsonResponse({"status": "ok"})
+        else:
+            ok, checks = ready()
+            response = JsonResponse(
+                {"status": "ok" if ok else "unavailable", "checks": checks},
+                status=200 if ok else 503,
+            )
+            if not ok:
+                response["Retry-After"] = "5"
+        response["Cache-Control"] = "no-store"
+        return response

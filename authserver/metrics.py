@@ -1,0 +1,183 @@
+"""Prometheus metrics on /metrics (prometheus-client).
+
+Web processes count requests, tokens, replays and login failures in process (multi-process
+mode when PROMETHEUS_MULTIPROC_DIR is set, as docker/gunicorn.conf.py does). Job figures come
+from Celery workers, which may run elsewhere, so they are kept in the shared cache and read at
+scrape time, with the purge backlog (counted at most once a minute).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+REQUEST_SECONDS = Histogram(
+    "authserver_http_request_duration_seconds",
+    "Time to answer a request, by endpoint (URL name) and status class.",
+    ["endpoint", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TOKENS_ISSUED = Counter(
+    "authserver_tokens_issued_total", "Access tokens issued, by grant type.", ["grant_type"]
+)
+REFRESH_REPLAYS = Counter(
+    "authserver_refresh_token_replays_total", "Rotated refresh tokens presented again."
+)
+CODE_REPLAYS = Counter(
+    "authserver_authorization_code_replays_total", "Used authorization codes presented again."
+)
+LOGIN_FAILURES = Counter(
+    "authserver_login_failures_total", "Failed sign-ins (wrong password or unknown name)."
+)
+LOGIN_LOCKOUTS = Counter(
+    "authserver_login_lockouts_total", "Sign-in lockouts, by what was locked.", ["subject"]
+)
+LOGIN_THROTTLED = Counter(
+    "authserver_login_throttled_total", "Sign-in attempts refused by the throttle."
+)
+
+logger = logging.getLogger(__name__)
+
+_JOBS_KEY = "metrics:jobs"
+
+
+def record_job(task: str, *, seconds: float, rows: int = 0, ok: bool = True) -> None:
+    """Called by Celery tasks: counts land in the shared cache, read back at scrape time."""
+    try:
+        cache.add(f"{_JOBS_KEY}:{task}:runs:{'ok' if ok else 'failed'}", 0, None)
+        cache.incr(f"{_JOBS_KEY}:{task}:runs:{'ok' if ok else 'failed'}")
+        cache.add(f"{_JOBS_KEY}:{task}:rows", 0, None)
+        cache.incr(f"{_JOBS_KEY}:{task}:rows", rows)
+        cache.set(f"{_JOBS_KEY}:{task}:last_seconds", seconds, None)
+        cache.set(f"{_JOBS_KEY}:{task}:last_run", time.time(), None)
+        known = cache.get(_JOBS_KEY, set())
+        if task not in known:
+            cache.set(_JOBS_KEY, known | {task}, None)
+    except Exception:  # metrics must never break a job
+        logger.warning("Could not record job metrics for %s", task, exc_info=True)
+
+
+class SharedCollector:
+    """Job runs and the purge backlog, from the shared cache and the database."""
+
+    def collect(self):
+        from authserver import janitor
+
+        runs = CounterMetricFamily(
+            "authserver_job_runs", "Job runs, by task and outcome.", labels=["task", "outcome"]
+        )
+        rows = CounterMetricFamily(
+            "authserver_job_rows_deleted", "Rows deleted by jobs.", labels=["task"]
+        )
+        seconds = GaugeMetricFamily(
+            "authserver_job_last_duration_seconds", "Duration of the last run.", labels=["task"]
+        )
+        last = GaugeMetricFamily(
+            "authserver_job_last_run_timestamp_seconds", "When a job last ran.", labels=["task"]
+        )
+        for task in sorted(cache.get(_JOBS_KEY, set())):
+            for outcome in ("ok", "failed"):
+                runs.add_metric([task, outcome], cache.get(f"{_JOBS_KEY}:{task}:runs:{outcome}", 0))
+            rows.add_metric([task], cache.get(f"{_JOBS_KEY}:{task}:rows", 0))
+            seconds.add_metric([task], cache.get(f"{_JOBS_KEY}:{task}:last_seconds", 0))
+            last.add_metric([task], cache.get(f"{_JOBS_KEY}:{task}:last_run", 0))
+        yield from (runs, rows, seconds, last)
+
+        figures = cache.get("metrics:backlog")
+        if figures is None:
+            figures = [janitor.backlog(kind) for kind in janitor.kinds().values()]
+            cache.set("metrics:backlog", figures, 60)
+        waiting = GaugeMetricFamily(
+            "authserver_purge_backlog_rows", "Rows waiting to be purged.", labels=["kind"]
+        )
+        oldest = GaugeMetricFamily(
+            "authserver_purge_backlog_oldest_seconds",
+            "How long the oldest waiting row has been stale.",
+            labels=["kind"],
+        )
+        for figure in figures:
+            waiting.add_metric([figure.kind], figure.waiting)
+            oldest.add_metric([figure.kind], figure.oldest_age_seconds or 0)
+        yield from (waiting, oldest)
+
+
+class MetricsMiddleware:
+    """Time every request, labelled by URL name (bounded cardinality), never by path."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        endpoint = match.view_name if match is not None else "unmatched"
+        REQUEST_SECONDS.labels(endpoint, request.method if request.method in _METHODS else "other",
+                               f"{response.status_code // 100}xx").observe(time.perf_counter() - started)  # fmt: skip
+        return response
+
+
+_METHODS = {"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"}
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if token:
+        import hmac
+
+        scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in settings.METRICS_ALLOWED_NETWORKS)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition. Restricted: METRICS_ALLOWED_NETWORKS (the scraper's address as
+    seen by this process) or a bearer METRICS_TOKEN; anyone else gets a 404."""
+    if not _allowed(request):
+        return HttpResponseNotFound()
+    registry = CollectorRegistry()
+    # prometheus-client's own switch (set by docker/gunicorn.conf.py), not app configuration.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    output = generate_latest(registry)
+    output += generate_latest(_shared_registry())
+    response = HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+_shared: CollectorRegistry | None = None
+
+
+def _shared_registry() -> CollectorRegistry:
+    global _shared
+    if _shared is None:
+        _shared = CollectorRegistry()
+        _shared.register(SharedCollector())
+    return _shared

@@ -1,0 +1,1055 @@
+"""Benchmark: purge 1,000,000 stale refresh tokens while the token endpoint keeps refreshing.
+
+    make bench-purge                      # or: .venv/bin/python bench/purge.py [options]
+
+What it does, in its own PostgreSQL database (``authserver_bench`` by default; the name must
+contain "bench", and it is created, migrated and dropped here):
+
+1. Seeds with SQL (``INSERT ... SELECT ... FROM generate_series``, secondary indexes and
+   constraints dropped during the load and rebuilt from their exact catalogue definitions):
+   1,000,000 stale refresh tokens (idle leaves, rotated rows of expired families, rows revoked
+   two days ago), 1,000,000 live ones whose values are ``bench-live-<n>`` (so the load can use
+   them), and rows that are *not* live but must be kept (inside the retention windows); stale and
+   live authorization codes and browser sessions likewise. Every seeded row carries a marker
+   (``access_jti`` / ``user_agent`` = ``seed-stale`` / ``seed-live`` / ``seed-keep``), so the
+   check afterwards counts exactly what survived. Then ``VACUUM ANALYZE``.
+2. Starts the real server: gunicorn, one sync worker, pinned to CPU 0, production settings.
+3. Checks that one refresh grant answers 200 with a new refresh token, and that it works too.
+4. Load: ``--concurrency`` client threads on CPU 1 (``http.client``), each request a
+   ``refresh_token`` grant with client_secret_basic, each seeded live token used once.
+   Phase "at rest": ``--rest-seconds`` of load. Phase "during purge": the same load while
+   another process (CPU 1) runs ``janitor.purge`` for refresh tokens until nothing remains.
+   Then codes and sessions are purged (no load) and reported.
+5. Verifies: no live or kept row was deleted, no stale row remains, every successful refresh
+   left its new token; prints the table and PASS/FAIL per target.
+
+Exit status: 1 on a correctness failure (a live row deleted, a stale row left, a request that
+failed); a missed speed target is reported, not fatal. 2 when the benchmark could not run.
+"""
+
+# ruff: noqa: S603, S608
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/authserver_bench"
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
+SECRET_KEY = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+ISSUER = "https://auth.bench.test"
+LIVE_SCOPE = "openid offline_access"  # offline_access: not bound to a browser session
+
+# Targets (issue 5).
+TARGET_SECONDS = 60.0
+TARGET_P99_RATIO = 2.0
+
+
+# --- configuration ------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add = parser.add_argument
+    add(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="the bench's own database; its name must contain 'bench' (env BENCH_DATABASE_URL)",
+    )
+    add("--redis", default=os.environ.get("BENCH_REDIS", DEFAULT_REDIS), help="Redis base URL")
+    add("--cache-db", type=int, default=12, help="Redis database for the cache (default 12)")
+    add("--broker-db", type=int, default=13, help="Redis database for Celery (default 13)")
+    add("--stale", type=int, default=1_000_000, help="stale refresh tokens")
+    add("--live", type=int, default=1_000_000, help="live refresh tokens")
+    add("--keep", type=int, default=40_000, help="not live, not yet stale: must be kept")
+    add("--codes", type=int, default=200_000, help="stale authorization codes")
+    add("--live-codes", type=int, default=20_000)
+    add("--sessions", type=int, default=200_000, help="stale browser sessions")
+    add("--live-sessions", type=int, default=20_000)
+    add("--users", type=int, default=1_000)
+    add(
+        "--layout",
+        choices=("interleaved", "ordered"),
+        default="interleaved",
+        help="interleaved: stale and live tokens alternate by id (they share heap pages: the "
+        "harder case); ordered: every stale id below every live id",
+    )
+    add("--batch-size", type=int, default=5_000, help="janitor batch size")
+    add("--max-batches", type=int, default=20, help="batches per janitor.purge() call")
+    add("--rest-seconds", type=float, default=15.0, help="length of the at-rest phase")
+    add("--warmup-seconds", type=float, default=3.0)
+    add("--concurrency", type=int, default=2, help="client threads (one connection each)")
+    add("--keep-db", action="store_true", help="do not drop the database at the end")
+    add("--no-explain", action="store_true", help="skip EXPLAIN of the first batch's SELECT")
+    add("--worker", nargs="+", metavar="KIND", help=argparse.SUPPRESS)  # internal: purge process
+    return parser.parse_args(argv)
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def check_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    name = database_name(url)
+    if parts.scheme not in ("postgres", "postgresql") or not name:
+        raise SystemExit(f"bench: {url!r} is not a postgres://host/dbname URL")
+    if "bench" not in name or name == "authserver" or name.startswith("test_authserver"):
+        raise SystemExit(
+            f"bench: refusing database {name!r}: the bench creates and drops its database, "
+            "so its name must contain 'bench' (e.g. authserver_bench)"
+        )
+
+
+def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """Production-like settings (DEBUG off) pointed at the bench database."""
+    env = dict(os.environ)
+    for name in ("REDIS_URL", "DATA_DIR"):
+        env.pop(name, None)
+    env.update(
+        DJANGO_SETTINGS_MODULE="authserver.settings",
+        DEBUG="false",
+        SECRET_KEY=SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        ISSUER=ISSUER,
+        DATABASE_URL=args.database_url,
+        CACHE_URL=f"{args.redis.rstrip('/')}/{args.cache_db}",
+        CELERY_BROKER_URL=f"{args.redis.rstrip('/')}/{args.broker_db}",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def pin(cpu: int):
+    """A preexec_fn pinning a child to one CPU (what ``taskset -c`` does), when there are two."""
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def pin_self(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {cpu})
+
+
+# --- database lifecycle -------------------------------------------------------------------------
+def admin_execute(url: str, statement: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def create_database(url: str) -> None:
+    name = database_name(url)
+    admin_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_execute(url, f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str) -> None:
+    admin_execute(url, f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+
+
+def run_manage(args: argparse.Namespace, *command: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env=server_env(args),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def setup_django(args: argparse.Namespace) -> None:
+    # The bench process itself: no pool, its own connection.
+    os.environ.update(server_env(args, DATABASE_POOL_SIZE="0", LOG_LEVEL="WARNING"))
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+# --- seeding ------------------------------------------------------------------------------------
+@dataclass
+class Seeded:
+    client_id: str
+    client_secret: str
+    live_tokens: int
+    token_seed_max_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _without_secondary_indexes(cursor, table: str):
+    """Drop ``table``'s secondary indexes, unique and foreign-key constraints; return the
+    statements that put exactly them back (from pg_get_indexdef / pg_get_constraintdef)."""
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype IN ('u', 'f')",
+        [table],
+    )
+    constraints = cursor.fetchall()
+    cursor.execute(
+        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = %s::regclass AND NOT x.indisprimary "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+        [table],
+    )
+    indexes = cursor.fetchall()
+    for name, _definition in constraints:
+        cursor.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
+    for name, _definition in indexes:
+        cursor.execute(f'DROP INDEX "{name}"')
+    return [definition for _name, definition in indexes] + [
+        f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}'
+        for name, definition in constraints
+    ]
+
+
+def _bulk_insert(cursor, table: str, statements: list[tuple[str, list]]) -> None:
+    restore = _without_secondary_indexes(cursor, table)
+    for sql, params in statements:
+        cursor.execute(sql, params)
+    for statement in restore:
+        cursor.execute(statement)
+
+
+def _digest(prefix: str) -> str:
+    """SQL for the hex SHA-256 of ``<prefix><g>``: what tokens.models.token_digest stores."""
+    return f"encode(sha256(convert_to('{prefix}' || g, 'UTF8')), 'hex')"
+
+
+def seed(args: argparse.Namespace) -> Seeded:
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from tokens import keys
+    from tokens.services import create_client
+
+    now = timezone.now()
+    client, secret = create_client(
+        name="Bench client",
+        redirect_uris=["https://client.bench.test/callback"],
+        grant_types=["authorization_code", "refresh_token"],
+    )
+    keys.signing_key()  # the active signing key, as any running server has
+    users = args.users
+    stale, live, keep = args.stale, args.live, args.keep
+    if args.layout == "interleaved":
+        stale_id, live_id = "2 * g - 1", "2 * g"
+        seed_max = 2 * max(stale, live)
+    else:
+        stale_id, live_id = "g", f"{stale} + g"
+        seed_max = stale + live
+    user = f"(SELECT min(id) FROM accounts_user) + g %% {users}"
+    common = "sid, scope, revoke_reason, client_id, user_id, created"
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        cursor.execute(
+            "INSERT INTO accounts_user (password, is_superuser, first_name, last_name, is_staff,"
+            " is_active, date_joined, username, email, email_verified)"
+            " SELECT '!', false, '', '', false, true, %s, 'bench-user-' || g,"
+            " 'bench-user-' || g || '@bench.test', true FROM generate_series(1, %s) g",
+            [now, users],
+        )
+        token_columns = (
+            f"INSERT INTO tokens_refreshtoken (id, token_digest, family, access_jti, {common},"
+            " expires, family_expires, rotated_at, revoked_at)"
+        )
+        token_select = (
+            " SELECT {id}, {digest}, md5('{kind}' || g)::uuid, '{marker}', '', %(scope)s, {reason},"
+            f" %(client)s, {user}, {{created}}, {{expires}}, {{family_expires}}, {{rotated}},"
+            " {revoked} FROM generate_series(1, %(n)s) g"
+        )
+        p = {"scope": LIVE_SCOPE, "client": client.pk, "now": now}
+
+        def tokens(n, ident, prefix, kind, marker, created, expires, family, rotated, revoked):
+            reason = f"CASE WHEN ({revoked}) IS NOT NULL THEN 'revoked' ELSE '' END"
+            sql = token_columns + token_select.format(
+                id=ident,
+                digest=_digest(prefix),
+                kind=kind,
+                marker=marker,
+                reason=reason,
+                created=created,
+                expires=expires,
+                family_expires=family,
+                rotated=rotated,
+                revoked=revoked,
+            )
+            return sql, {**p, "n": n}
+
+        ago = "%(now)s - interval '{}'".format
+        ahead = "%(now)s + interval '{}'".format
+        # Stale, a mix of the three ways a row goes (tokens/expiry.py _stale_refresh_tokens):
+        # g % 4 in (0, 1): the family's live end idled out two days ago;
+        # g % 4 = 2: a rotated row of a family past its absolute lifetime two days ago;
+        # g % 4 = 3: revoked two days ago (though its expiry is still ahead).
+        stale_case = "CASE g %% 4 {}END".format
+        statements = [
+            tokens(
+                stale,
+                stale_id,
+                "bench-stale-",
+                "stale",
+                "seed-stale",
+                stale_case(
+                    f"WHEN 2 THEN {ago('32 days')} WHEN 3 THEN {ago('50 hours')} "
+                    f"ELSE {ago('9 days')} "
+                ),
+                stale_case(
+                    f"WHEN 2 THEN {ago('25 days')} WHEN 3 THEN {ahead('5 days')} "
+                    f"ELSE {ago('2 days')} "
+                ),
+                stale_case(f"WHEN 2 THEN {ago('2 days')} ELSE {ahead('20 days')} "),
+                stale_case(f"WHEN 2 THEN {ago('31 days')} ELSE NULL "),
+                f"CASE WHEN g %% 4 = 3 THEN {ago('2 days')} END",
+            ),
+            # Live: usable now; their values are bench-live-<g>.
+            tokens(
+                live,
+                live_id,
+                "bench-live-",
+                "live",
+                "seed-live",
+                ago("1 hour"),
+                "%(now)s + interval '1 day' + (g %% 144) * interval '1 hour'",
+                ahead("30 days"),
+                "NULL",
+                "NULL",
+            ),
+        ]
+        # Kept: no longer usable, but inside a retention window (replay detection), so the
+        # janitor must leave them: idle-expired 12 h ago / rotated an hour ago / revoked an hour
+        # ago / family past its lifetime 12 h ago.
+        quarter = keep // 4
+        kinds = [
+            (ago("12 hours"), ahead("20 days"), "NULL", "NULL"),
+            (ahead("3 days"), ahead("20 days"), ago("1 hour"), "NULL"),
+            (ahead("3 days"), ahead("20 days"), "NULL", ago("1 hour")),
+            (ago("13 hours"), ago("12 hours"), ago("2 days"), "NULL"),
+        ]
+        for number, (expires, family, rotated, revoked) in enumerate(kinds):
+            first = seed_max + number * quarter
+            statements.append(
+                tokens(
+                    quarter,
+                    f"{first} + g",
+                    f"bench-keep-{number}-",
+                    f"keep{number}",
+                    "seed-keep",
+                    ago("3 days"),
+                    expires,
+                    family,
+                    rotated,
+                    revoked,
+                )
+            )
+        token_seed_max = seed_max + 4 * quarter
+
+        started = time.monotonic()
+        _bulk_insert(cursor, "tokens_refreshtoken", statements)
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('tokens_refreshtoken', 'id'), %s)",
+            [token_seed_max],
+        )
+        tokens_seconds = time.monotonic() - started
+
+        # Authorization codes: stale = expired 2 h ago (retention is 1 h); live = unexpired,
+        # or used and expired 30 min ago (kept for replay detection).
+        code_sql = (
+            "INSERT INTO tokens_authorizationcode (code_digest, client_id, user_id, sid,"
+            " redirect_uri, scope, nonce, code_challenge, code_challenge_method, auth_time, amr,"
+            " created, expires, used_at, access_jti)"
+            " SELECT {digest}, %(client)s, {user}, '', 'https://client.bench.test/callback',"
+            " 'openid', '', '', '', %(now)s, '[]', {created}, {expires}, {used}, '{marker}'"
+            " FROM generate_series(1, %(n)s) g"
+        )
+        code_statements = [
+            (
+                code_sql.format(
+                    digest=_digest("bench-code-stale-"),
+                    user=user,
+                    created=ago("2 hours 1 minute"),
+                    expires=ago("2 hours"),
+                    used=f"CASE WHEN g %% 2 = 0 THEN {ago('2 hours 1 minute')} END",
+                    marker="seed-stale",
+                ),
+                {**p, "n": args.codes},
+            ),
+            (
+                code_sql.format(
+                    digest=_digest("bench-code-live-"),
+                    user=user,
+                    created=f"CASE WHEN g %% 2 = 0 THEN {ago('31 minutes')} ELSE %(now)s END",
+                    expires=f"CASE WHEN g %% 2 = 0 THEN {ago('30 minutes')} "
+                    f"ELSE {ahead('10 minutes')} END",
+                    used=f"CASE WHEN g %% 2 = 0 THEN {ago('30 minutes')} END",
+                    marker="seed-live",
+                ),
+                {**p, "n": args.live_codes},
+            ),
+        ]
+        _bulk_insert(cursor, "tokens_authorizationcode", code_statements)
+
+        # Sessions: stale = expired a day ago (signed in: they have a sid, so the purge
+        # announces them) or ended 30 days ago (retention is 7); live = active, or ended a day
+        # ago (still shown to operators).
+        session_sql = (
+            "INSERT INTO accounts_usersession (session_key, session_data, expire_date, sid,"
+            " user_id, created, last_seen, user_agent, auth_time, amr, revoked_at, ended_by,"
+            " end_reason)"
+            " SELECT {digest}, '', {expire_date}, '{kind}-sid-' || g, {user}, {created},"
+            " {created}, '{marker}', {created}, '[\"pwd\"]', {revoked}, {ended_by}, ''"
+            " FROM generate_series(1, %(n)s) g"
+        )
+        session_statements = [
+            (
+                session_sql.format(
+                    digest=_digest("bench-session-stale-"),
+                    expire_date=f"CASE WHEN g %% 4 = 3 THEN {ahead('1 day')} "
+                    f"ELSE {ago('1 day')} END",
+                    kind="stale",
+                    user=user,
+                    created=ago("15 days"),
+                    marker="seed-stale",
+                    revoked=f"CASE WHEN g %% 4 = 3 THEN {ago('30 days')} END",
+                    ended_by="CASE WHEN g %% 4 = 3 THEN 'person' ELSE '' END",
+                ),
+                {**p, "n": args.sessions},
+            ),
+            (
+                session_sql.format(
+                    digest=_digest("bench-session-live-"),
+                    expire_date=ahead("7 days"),
+                    kind="live",
+                    user=user,
+                    created=ago("7 days"),
+                    marker="seed-live",
+                    revoked=f"CASE WHEN g %% 4 = 3 THEN {ago('1 day')} END",
+                    ended_by="CASE WHEN g %% 4 = 3 THEN 'person' ELSE '' END",
+                ),
+                {**p, "n": args.live_sessions},
+            ),
+        ]
+        _bulk_insert(cursor, "accounts_usersession", session_statements)
+    seconds = time.monotonic() - started
+    print(
+        f"  refresh tokens inserted and indexed in {tokens_seconds:.1f} s; all in {seconds:.1f} s"
+    )
+
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        for table in (
+            "accounts_user",
+            "tokens_client",
+            "tokens_refreshtoken",
+            "tokens_authorizationcode",
+            "accounts_usersession",
+        ):
+            cursor.execute(f'VACUUM ANALYZE "{table}"')
+        # Write the seed out now, so the at-rest phase does not pay for it.
+        cursor.execute("CHECKPOINT")
+    print(f"  VACUUM ANALYZE and CHECKPOINT in {time.monotonic() - started:.1f} s")
+    seeded = Seeded(client.client_id, secret, live, token_seed_max)
+    seeded.counts = census()
+    return seeded
+
+
+def census() -> dict[str, int]:
+    """Rows by seeded marker, per table (plus rows the server created since)."""
+    from django.db import connection
+
+    queries = {
+        "tokens": "SELECT access_jti, count(*) FROM tokens_refreshtoken"
+        " WHERE access_jti LIKE %s GROUP BY 1",
+        "codes": "SELECT access_jti, count(*) FROM tokens_authorizationcode"
+        " WHERE access_jti LIKE %s GROUP BY 1",
+        "sessions": "SELECT user_agent, count(*) FROM accounts_usersession"
+        " WHERE user_agent LIKE %s GROUP BY 1",
+    }
+    counts: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for table, sql in queries.items():
+            cursor.execute(sql, ["seed-%"])
+            for marker, count in cursor.fetchall():
+                counts[f"{table}:{marker}"] = count
+        cursor.execute(
+            "SELECT count(*) FROM tokens_refreshtoken WHERE access_jti NOT LIKE %s", ["seed-%"]
+        )
+        counts["tokens:new"] = cursor.fetchone()[0]
+    return counts
+
+
+def still_stale() -> dict[str, int]:
+    """Rows each kind's own Q still matches (after the purge: should be none)."""
+    from django.utils import timezone
+
+    from authserver.janitor import kinds
+
+    now = timezone.now()
+    found = kinds()
+    return {
+        name: found[name].queryset(now).count()
+        for name in ("refresh_tokens", "authorization_codes", "sessions")
+    }
+
+
+def explain_first_batch(batch_size: int) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the janitor's first SELECT (it deletes nothing)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from authserver.janitor import kinds
+
+    query = kinds()["refresh_tokens"].queryset(timezone.now()).values_list("pk")[:batch_size]
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) {sql}", params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+# --- the server ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")  # kept open for the child's lifetime
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "authserver.wsgi:application",
+        "--workers=1",
+        f"--bind=127.0.0.1:{port}",
+        "--timeout=120",
+        "--error-logfile=-",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=server_env(args),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=pin(0),  # sched_setaffinity only, before exec
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log_path}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/.well-known/openid-configuration")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return process
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"gunicorn did not answer within 60 s; see {log_path}")
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- the load -----------------------------------------------------------------------------------
+class Client:
+    """One keep-alive ``http.client`` connection sending refresh_token grants (client_secret_basic).
+    gunicorn's sync worker closes after each response; http.client then reconnects by itself,
+    and that connect is part of the measured latency, as it is for any client of this setup."""
+
+    def __init__(self, port: int, client_id: str, secret: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        credentials = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        self.headers = {
+            "Authorization": f"Basic {credentials}",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+
+    def refresh(self, value: str) -> tuple[int, dict | None]:
+        body = urlencode({"grant_type": "refresh_token", "refresh_token": value})
+        try:
+            self.conn.request("POST", "/token", body, self.headers)
+            response = self.conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            return 0, None
+        try:
+            return response.status, json.loads(data)
+        except ValueError:
+            return response.status, None
+
+
+@dataclass
+class Sample:
+    start: float
+    latency: float
+    status: int
+
+
+class Load:
+    """``concurrency`` threads, closed loop, each live seeded token used exactly once."""
+
+    def __init__(self, port: int, seeded: Seeded, concurrency: int, reserved: int):
+        self.port, self.seeded, self.concurrency = port, seeded, concurrency
+        pool = list(range(reserved + 1, seeded.live_tokens + 1))
+        random.Random(5).shuffle(pool)  # noqa: S311 - random rows, no cache-friendly order
+        self.pool, self.next = pool, itertools.count()
+        self.samples: list[Sample] = []
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _run(self) -> None:
+        client = Client(self.port, self.seeded.client_id, self.seeded.client_secret)
+        while not self.stop_event.is_set():
+            index = next(self.next)
+            if index >= len(self.pool):
+                break
+            started = time.monotonic()
+            status, body = client.refresh(f"bench-live-{self.pool[index]}")
+            latency = time.monotonic() - started
+            if status == 200 and not (body and body.get("refresh_token")):
+                status = -200  # a 200 without a new refresh token is an error too
+            self.samples.append(Sample(started, latency, status))
+
+    def start(self) -> None:
+        self.stop_event.clear()
+        self.threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(self.concurrency)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join()
+
+    def window(self, start: float, end: float) -> list[Sample]:
+        return [s for s in self.samples if start <= s.start < end]
+
+    @property
+    def used(self) -> int:
+        return min(next(self.next), len(self.pool))
+
+
+@dataclass
+class LoadFigures:
+    requests: int
+    seconds: float
+    errors: int
+    p50: float
+    p99: float
+    max: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def figures(samples: list[Sample], seconds: float) -> LoadFigures:
+    latencies = sorted(s.latency for s in samples)
+
+    def quantile(q: float) -> float:
+        if not latencies:
+            return float("nan")
+        return latencies[min(len(latencies) - 1, max(0, math.ceil(q * len(latencies)) - 1))]
+
+    errors = sum(1 for s in samples if s.status != 200)
+    return LoadFigures(
+        len(samples),
+        seconds,
+        errors,
+        quantile(0.50),
+        quantile(0.99),
+        latencies[-1] if latencies else float("nan"),
+    )
+
+
+# --- the purge process --------------------------------------------------------------------------
+def purge_worker(args: argparse.Namespace) -> None:
+    """Run in a child process: purge each kind until nothing remains, as ``expire_grants``
+    and the re-enqueued Celery task do; print one JSON line of figures per kind."""
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from authserver import janitor
+
+    # Every statement the janitor runs, timed by its verb (SELECT / DELETE / UPDATE ...).
+    statements: dict[str, list[float]] = {}
+
+    def timed(execute, sql, params, many, context):
+        started = time.monotonic()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            verb = sql.lstrip().split(None, 1)[0].upper()
+            statements.setdefault(verb, []).append(time.monotonic() - started)
+
+    all_kinds = janitor.kinds()
+    for name in args.worker:
+        statements.clear()
+        kind = all_kinds[name]
+        batch_times: list[float] = []
+        last = [time.monotonic()]
+
+        def progress(_deleted: int, batch_times=batch_times, last=last) -> None:
+            now = time.monotonic()
+            batch_times.append(now - last[0])
+            last[0] = now
+
+        deleted = batches = runs = 0
+        longest = 0.0
+        started = last[0] = time.monotonic()
+        while True:
+            with connection.execute_wrapper(timed):
+                result = janitor.purge(
+                    kind,
+                    batch_size=args.batch_size,
+                    max_batches=args.max_batches,
+                    progress=progress,
+                )
+            runs += 1
+            deleted += result.deleted
+            batches += result.batches
+            longest = max(longest, result.longest_statement)
+            last[0] = time.monotonic()
+            if not result.remaining:
+                break
+        ended = time.monotonic()
+        batch_times.sort()
+        print(
+            json.dumps(
+                {
+                    "kind": name,
+                    "deleted": deleted,
+                    "batches": batches,
+                    "runs": runs,
+                    "start": started,
+                    "end": ended,
+                    "seconds": ended - started,
+                    "longest_statement": longest,
+                    "batch_p50": batch_times[len(batch_times) // 2] if batch_times else 0.0,
+                    "batch_max": batch_times[-1] if batch_times else 0.0,
+                    "statements": {
+                        verb: {"count": len(times), "max": max(times), "total": sum(times)}
+                        for verb, times in statements.items()
+                    },
+                }
+            ),
+            flush=True,
+        )
+
+
+def run_purge(args: argparse.Namespace, kinds: list[str]) -> dict[str, dict]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--database-url",
+        args.database_url,
+        "--batch-size",
+        str(args.batch_size),
+        "--max-batches",
+        str(args.max_batches),
+        "--worker",
+        *kinds,
+    ]
+    # A Celery worker's settings: the default connection pool, production logging.
+    completed = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=server_env(args, LOG_LEVEL="WARNING"),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        preexec_fn=pin(1),
+    )
+    results = {}
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            results[row["kind"]] = row
+    return results
+
+
+# --- report -------------------------------------------------------------------------------------
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    print("  " + "  ".join(str(h).rjust(w) for h, w in zip(header, widths, strict=True)))
+    print("  " + "  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  " + "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def show_log(log_dir: Path) -> None:
+    log = log_dir / "gunicorn.log"
+    if log.exists():
+        print(f"--- the end of {log} ---", file=sys.stderr)
+        print(log.read_text()[-4000:], file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        purge_worker(args)
+        return 0
+    check_database_url(args.database_url)
+    pin_self(1)  # the load generator (this process) shares CPU 1 with the purge process
+    server = None
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-purge-"))
+    name = database_name(args.database_url)
+    busy = os.getloadavg()[0]
+    if busy > 0.5:
+        print(
+            f"bench: warning: load average {busy:.2f} before starting; something else is using "
+            "the CPUs, so the figures will be noisy (two cores: it matters)"
+        )
+    try:
+        print(f"== database {name}: create, migrate")
+        started = time.monotonic()
+        create_database(args.database_url)
+        run_manage(args, "migrate", "--noinput")
+        if not (ROOT / "staticfiles" / "staticfiles.json").exists():
+            run_manage(args, "collectstatic", "--noinput")
+        print(f"  {time.monotonic() - started:.1f} s")
+        setup_django(args)
+
+        print(
+            f"== seed: {args.stale:,} stale + {args.live:,} live + {args.keep:,} kept refresh "
+            f"tokens ({args.layout}), {args.codes:,} + {args.live_codes:,} codes, "
+            f"{args.sessions:,} + {args.live_sessions:,} sessions"
+        )
+        seeded = seed(args)
+        before = seeded.counts
+        print(f"  {json.dumps(before)}")
+        if not args.no_explain:
+            print(f"== EXPLAIN of the first batch's SELECT (batch size {args.batch_size})")
+            for line in explain_first_batch(args.batch_size):
+                print(f"  {line}")
+        from django.db import connections
+
+        connections.close_all()
+
+        port = free_port()
+        print(f"== gunicorn: 1 sync worker on 127.0.0.1:{port}, CPU 0; load and purge on CPU 1")
+        server = start_server(args, port, log_dir / "gunicorn.log")
+
+        # Correctness first: a refresh answers 200 with a new refresh token, which works too.
+        client = Client(port, seeded.client_id, seeded.client_secret)
+        status, body = client.refresh("bench-live-1")
+        first_ok = status == 200 and bool(body and body.get("refresh_token"))
+        second_ok = False
+        if first_ok:
+            status2, body2 = client.refresh(body["refresh_token"])
+            second_ok = status2 == 200 and bool(body2 and body2.get("refresh_token"))
+        print(f"  refresh check: {'ok' if first_ok and second_ok else 'FAILED'} ({status})")
+        if not (first_ok and second_ok):
+            print(f"  response: {body!r}")
+            show_log(log_dir)
+            return 1
+        checked_children = 2
+
+        load = Load(port, seeded, args.concurrency, reserved=1)
+        print(f"== warm-up {args.warmup_seconds:.0f} s, then at rest {args.rest_seconds:.0f} s")
+        load.start()
+        time.sleep(args.warmup_seconds)
+        rest_start = time.monotonic()
+        time.sleep(args.rest_seconds)
+        rest_end = time.monotonic()
+        rest = figures(load.window(rest_start, rest_end), rest_end - rest_start)
+
+        print(f"== purge refresh tokens under load (batch {args.batch_size:,})")
+        purged = run_purge(args, ["refresh_tokens"])["refresh_tokens"]
+        load.stop()
+        during = figures(
+            load.window(purged["start"], purged["end"]), purged["end"] - purged["start"]
+        )
+        all_errors = sum(1 for s in load.samples if s.status != 200)
+        all_ok = sum(1 for s in load.samples if s.status == 200)
+
+        print("== purge authorization codes and sessions (no load)")
+        purged_others = run_purge(args, ["authorization_codes", "sessions"])
+        stop(server)
+        server = None
+
+        after = census()
+        remaining = still_stale()
+    except (subprocess.CalledProcessError, RuntimeError) as error:
+        print(f"bench: {error}", file=sys.stderr)
+        show_log(log_dir)
+        return 2
+    finally:
+        stop(server)
+        if "django" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        if not args.keep_db:
+            drop_database(args.database_url)
+            print(f"== database {name} dropped")
+
+    shutil.rmtree(log_dir, ignore_errors=True)
+
+    # --- figures and verdicts ---
+    print()
+    print("PURGE")
+    rows = []
+    for result in [purged, *purged_others.values()]:
+        rate = result["deleted"] / result["seconds"] if result["seconds"] else 0.0
+        rows.append(
+            [
+                result["kind"],
+                f"{result['deleted']:,}",
+                f"{result['batches']:,}",
+                f"{result['seconds']:.2f}",
+                f"{rate:,.0f}",
+                ms(result["longest_statement"]),
+                ms(result["batch_p50"]),
+                ms(result["batch_max"]),
+            ]
+        )
+    table(
+        [
+            "kind",
+            "rows",
+            "batches",
+            "seconds",
+            "rows/s",
+            "longest stmt ms",
+            "batch p50 ms",
+            "batch max ms",
+        ],
+        rows,
+    )
+    for result in [purged, *purged_others.values()]:
+        parts = [
+            f"{verb} x{figure['count']:,}: max {ms(figure['max'])} ms, total {figure['total']:.2f} s"
+            for verb, figure in sorted(result["statements"].items())
+        ]
+        print(f"  {result['kind']}: {'; '.join(parts)}")
+    print()
+    print(f"TOKEN ENDPOINT (refresh_token grant, {args.concurrency} client threads, closed loop)")
+    ratio = during.p99 / rest.p99 if rest.p99 else float("inf")
+    table(
+        ["phase", "seconds", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"],
+        [
+            [
+                label,
+                f"{f.seconds:.1f}",
+                f"{f.requests:,}",
+                f"{f.rate:,.1f}",
+                ms(f.p50),
+                ms(f.p99),
+                ms(f.max),
+                f"{f.errors:,}",
+            ]
+            for label, f in (("at rest", rest), ("during purge", during))
+        ],
+    )
+    print(f"  p99 during / p99 at rest = {ratio:.2f}")
+
+    # Correctness: every seeded live / kept row is still there, every stale one is gone, and
+    # every successful refresh left exactly one new token.
+    expected_new = all_ok + checked_children
+    checks = [
+        (
+            "live refresh tokens deleted",
+            before.get("tokens:seed-live", 0) - after.get("tokens:seed-live", 0),
+            0,
+        ),
+        (
+            "kept refresh tokens deleted",
+            before.get("tokens:seed-keep", 0) - after.get("tokens:seed-keep", 0),
+            0,
+        ),
+        ("new refresh tokens lost", expected_new - after.get("tokens:new", 0), 0),
+        (
+            "live codes deleted",
+            before.get("codes:seed-live", 0) - after.get("codes:seed-live", 0),
+            0,
+        ),
+        (
+            "live sessions deleted",
+            before.get("sessions:seed-live", 0) - after.get("sessions:seed-live", 0),
+            0,
+        ),
+        ("stale refresh tokens left", after.get("tokens:seed-stale", 0), 0),
+        ("stale codes left", after.get("codes:seed-stale", 0), 0),
+        ("stale sessions left", after.get("sessions:seed-stale", 0), 0),
+        ("rows any kind still calls stale", sum(remaining.values()), 0),
+        ("stale refresh tokens purged", purged["deleted"], before.get("tokens:seed-stale", 0)),
+        ("failed token requests", all_errors, 0),
+    ]
+    print()
+    print("CORRECTNESS")
+    correct = True
+    for label, value, expected in checks:
+        ok = value == expected
+        correct &= ok
+        print(f"  {'ok  ' if ok else 'FAIL'} {label}: {value:,} (expected {expected:,})")
+    print(f"  ({load.used + 1:,} seeded live tokens used by the load, each once)")
+
+    print()
+    print("TARGETS")
+    stale_rows = before.get("tokens:seed-stale", 0)
+    targets = [
+        (
+            f"{stale_rows:,} stale refresh tokens purged in under {TARGET_SECONDS:.0f} s",
+            purged["seconds"] < TARGET_SECONDS,
+            f"{purged['seconds']:.1f} s, {purged['deleted'] / purged['seconds']:,.0f} rows/s",
+        ),
+        (
+            f"token endpoint p99 during the purge <= {TARGET_P99_RATIO:.0f}x at rest",
+            ratio <= TARGET_P99_RATIO,
+            f"{ms(during.p99)} ms vs {ms(rest.p99)} ms = {ratio:.2f}x",
+        ),
+        ("zero live rows deleted", correct, "see CORRECTNESS"),
+    ]
+    for label, ok, detail in targets:
+        print(f"  {'PASS' if ok else 'FAIL'}  {label}: {detail}")
+    return 0 if correct else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
