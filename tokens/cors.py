@@ -15,6 +15,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 
+from tokens import services
 from tokens.models import Client
 
 CACHE_KEY = "tokens.cors.known-origins"
@@ -65,7 +66,7 @@ def allow_client_origin(request: HttpRequest, response: HttpResponse) -> HttpRes
     if not origin:
         return response
     client_id = request.POST.get("client_id") or extract_basic_authorization(request.headers)[0]
-    client = Client.objects.filter(client_id=client_id or "", is_active=True).first()
+    client = services.active_client(client_id)
     if client is not None and origin in client_origins(client):
         response["Access-Control-Allow-Origin"] = origin
     response["Vary"] = "Origin"

@@ -38,6 +38,20 @@ class ExpiringQuerySet(models.QuerySet):
         return self.filter(expires__lte=before or timezone.now())
 
 
+class ClientQuerySet(models.QuerySet):
+    def update(self, **fields) -> int:
+        """Bulk updates skip save() and its signals: drop the cached copies here too, so a
+        client deactivated or changed by any path takes effect on every host at once."""
+        from tokens import cors
+        from tokens.services import forget_clients
+
+        client_ids = list(self.values_list("client_id", flat=True))
+        count = super().update(**fields)
+        forget_clients(client_ids)
+        cors.forget()
+        return count
+
+
 class Client(models.Model):
     """An application that asks for tokens."""
 
@@ -114,6 +128,8 @@ class Client(models.Model):
     registration_token_digest = models.CharField(max_length=64, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
+
+    objects = ClientQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

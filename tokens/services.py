@@ -8,6 +8,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
@@ -96,10 +97,43 @@ def deactivate_client(client: Client, *, actor_user: User | None = None, request
     )
 
 
+CLIENT_CACHE_SECONDS = 300
+_NO_CLIENT = "no-such-client"
+
+
+def _client_key(client_id: str) -> str:
+    return f"tokens.client:{client_id}"
+
+
 def active_client(client_id: str | None) -> Client | None:
+    """The active client with this id, from the shared cache when possible (the token endpoint's
+    hot path). Every write to a client drops its cached copy (tokens/signals.py and
+    ClientQuerySet.update), so a change takes effect on every host at once. If the cache is
+    unreachable, the database answers."""
     if not client_id or len(client_id) > 64:
         return None
-    return Client.objects.filter(client_id=client_id, is_active=True).first()
+    key = _client_key(client_id)
+    try:
+        cached = cache.get(key)
+    except Exception:
+        cached = None
+    if cached is not None:
+        return None if cached == _NO_CLIENT else cached
+    client = Client.objects.filter(client_id=client_id, is_active=True).first()
+    try:
+        cache.set(key, client or _NO_CLIENT, CLIENT_CACHE_SECONDS)
+    except Exception:
+        logger.warning("Could not cache client %s", client_id)
+    return client
+
+
+def forget_clients(client_ids) -> None:
+    try:
+        cache.delete_many([_client_key(client_id) for client_id in client_ids])
+    except Exception:
+        logger.exception(
+            "Could not drop cached clients; they expire within %d s", CLIENT_CACHE_SECONDS
+        )
 
 
 # --- dynamic registration ---------------------------------------------------------------------
@@ -343,20 +377,26 @@ def access_token_is_live(claims: dict) -> bool:
     """Beyond signature and expiry (already checked): not deny-listed, client active, the person
     active, and the browser session it came from still alive. This is what makes revocation
     immediate for anyone who introspects."""
+    from django.db.models import Exists
+
     from tokens.models import RevokedAccessToken
 
-    if RevokedAccessToken.objects.filter(jti=claims["jti"]).exists():
+    client = active_client(claims["client_id"])
+    if client is None:
         return False
-    if not Client.objects.filter(client_id=claims["client_id"], is_active=True).exists():
-        return False
-    sid = claims.get("sid")
-    if sid and not UserSession.objects.active().filter(sid=sid).exists():
-        return False
+    # The remaining checks in one round trip to the database.
+    checks = {"denied": Exists(RevokedAccessToken.objects.filter(jti=claims["jti"]))}
+    if claims.get("sid"):
+        checks["session"] = Exists(UserSession.objects.active().filter(sid=claims["sid"]))
     subject = claims.get("sub")
     if subject != claims["client_id"]:
-        if (
-            not str(subject).isdigit()
-            or not User.objects.filter(pk=int(subject), is_active=True).exists()
-        ):
+        if not str(subject).isdigit():
             return False
-    return True
+        checks["person"] = Exists(User.objects.filter(pk=int(subject), is_active=True))
+    row = Client.objects.filter(pk=client.pk).annotate(**checks).values(*checks).first()
+    return (
+        row is not None
+        and not row["denied"]
+        and row.get("session", True)
+        and row.get("person", True)
+    )

@@ -4,7 +4,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.services import sessions_ended, user_deactivated
-from tokens import cors, logout, revocation
+from tokens import cors, logout, revocation, services
 from tokens.models import Client, RefreshToken
 
 
@@ -24,6 +24,7 @@ def revoke_for_user(sender, user, actor, actor_user=None, **kwargs) -> None:
     )
 
 
-@receiver([post_save, post_delete], sender=Client, dispatch_uid="tokens.forget_cors_origins")
-def forget_cors_origins(sender, **kwargs) -> None:
+@receiver([post_save, post_delete], sender=Client, dispatch_uid="tokens.forget_cached_client")
+def forget_cached_client(sender, instance, **kwargs) -> None:
+    services.forget_clients([instance.client_id])
     cors.forget()

@@ -160,3 +160,26 @@ def test_an_expired_or_foreign_token_is_not_read(confidential, settings):
     )
     for garbage in ("", "a.b.c", "....", "é.é.é", "x" * 10_000):
         assert access_tokens.read(garbage) is None
+
+
+def test_a_deactivated_client_is_refused_at_once_despite_the_client_cache(confidential):
+    """Clients are cached for the hot path; every way of changing one drops the cached copy."""
+    from tokens.models import Client
+
+    assert (
+        token_request(confidential, {"grant_type": "client_credentials"}).status_code == 200
+    )  # cached now
+    Client.objects.filter(pk=confidential.client.pk).update(is_active=False)  # a bulk update
+    assert (
+        token_request(confidential, {"grant_type": "client_credentials"}).json()["error"]
+        == "invalid_client"
+    )
+    client = Client.objects.get(pk=confidential.client.pk)
+    client.is_active = True
+    client.save()
+    assert token_request(confidential, {"grant_type": "client_credentials"}).status_code == 200
+    client.delete()
+    assert (
+        token_request(confidential, {"grant_type": "client_credentials"}).json()["error"]
+        == "invalid_client"
+    )
