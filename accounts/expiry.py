@@ -5,7 +5,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 
-from accounts.models import UserSession
+from accounts.models import LoginCounter, UserSession
 from authserver.janitor import Kind
 
 
@@ -36,4 +36,13 @@ SESSIONS = Kind(
     after_delete=_announce_expired,
 )
 
-KINDS = (SESSIONS,)
+LOGIN_COUNTERS = Kind(
+    name="login_counters",
+    label="sign-in counters kept during a cache outage",
+    task_name="accounts.expire_login_counters",
+    model=LoginCounter,
+    stale=lambda now: Q(expires__lt=now),
+    since="expires",
+)
+
+KINDS = (SESSIONS, LOGIN_COUNTERS)

@@ -152,6 +152,18 @@ class UserSession(AbstractBaseSession):
         return "active"
 
 
+class LoginCounter(models.Model):
+    """Login throttle counters, used only while the cache (Redis) cannot be reached, so a Redis
+    outage opens neither the door to guessing nor a 500 on the sign-in page."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    count = models.IntegerField(default=0)
+    expires = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"
+
+
 class SecurityEvent(models.Model):
     """An append-only record of something that matters to an account's security."""
 

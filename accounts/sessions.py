@@ -81,6 +81,25 @@ class SessionStore(CachedDBStore):
     def sid(self) -> str | None:
         return self.get(SID_KEY)
 
+    def load(self) -> dict:
+        """Django's cached_db load, except that a cache that cannot be reached (Redis down) is
+        not an error: the row answers, and the next request tries the cache again."""
+        try:
+            data = self._cache.get(self.cache_key)
+        except Exception:
+            data = None
+        if data is not None:
+            return data
+        row = self._get_session_from_db()
+        if row is None:
+            return {}
+        data = self.decode(row.session_data)
+        try:
+            self._cache.set(self.cache_key, data, self.get_expiry_age(expiry=row.expire_date))
+        except Exception:
+            logger.warning("Cache unreachable: sessions are read from the database")
+        return data
+
     def _get_session_from_db(self):
         try:
             return self.model.objects.active().get(session_key=self.digest(self.session_key))

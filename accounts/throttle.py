@@ -14,10 +14,16 @@ typed, not by whether such an account exists, so a lockout says nothing about ex
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 _STRIKE_MEMORY = 86_400
 _MAX_WINDOW = 86_400
@@ -45,19 +51,85 @@ def _key(prefix: str, kind: str, subject: str) -> str:
     return f"login-throttle:{prefix}:{kind}:{digest}"
 
 
+class _DatabaseCounters:
+    """The same atomic counters in PostgreSQL (one upsert each), for when the cache is down."""
+
+    @staticmethod
+    def _table() -> str:
+        from accounts.models import LoginCounter
+
+        return connection.ops.quote_name(LoginCounter._meta.db_table)
+
+    def incr(self, key: str, timeout: int, delta: int = 1) -> int:
+        now = timezone.now()
+        table = self._table()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (key, count, expires) VALUES (%s, %s, %s) "  # noqa: S608 - table name from the model
+                f"ON CONFLICT (key) DO UPDATE SET "
+                f"count = CASE WHEN {table}.expires <= %s THEN %s ELSE {table}.count + %s END, "
+                f"expires = CASE WHEN {table}.expires <= %s THEN excluded.expires ELSE {table}.expires END "
+                f"RETURNING count",
+                [key, delta, now + timedelta(seconds=timeout), now, delta, delta, now],
+            )
+            return cursor.fetchone()[0]
+
+    def get(self, key: str) -> int:
+        from accounts.models import LoginCounter
+
+        row = LoginCounter.objects.filter(key=key, expires__gt=timezone.now()).first()
+        return row.count if row else 0
+
+    def delete(self, key: str) -> None:
+        from accounts.models import LoginCounter
+
+        LoginCounter.objects.filter(key=key).delete()
+
+
+_database = _DatabaseCounters()
+
+
 def _increment(key: str, timeout: int) -> int:
     """Atomically add one to a counter that starts at zero and lives ``timeout`` seconds."""
-    for _ in range(3):
-        cache.add(key, 0, timeout)
-        try:
-            return cache.incr(key)
-        except ValueError:  # expired between add and incr; start it again
-            continue
+    try:
+        for _ in range(3):
+            cache.add(key, 0, timeout)
+            try:
+                return cache.incr(key)
+            except ValueError:  # expired between add and incr; start it again
+                continue
+    except Exception:
+        logger.warning("Cache unreachable: counting sign-in attempts in the database")
+        return _database.incr(key, timeout)
     raise RuntimeError(f"cache counter {key} keeps vanishing")
 
 
+def _get(key: str) -> int:
+    try:
+        return cache.get(key, 0)
+    except Exception:
+        return _database.get(key)
+
+
+def _delete(key: str) -> None:
+    try:
+        cache.delete(key)
+    except Exception:
+        logger.warning("Cache unreachable: clearing the sign-in counter in the database only")
+    _database.delete(key)  # a counter may have been kept there during an outage
+
+
+def _refund(key: str) -> None:
+    try:
+        cache.decr(key)
+    except ValueError:
+        pass
+    except Exception:
+        _database.incr(key, 1, delta=-1)
+
+
 def _window(kind: str, subject: str) -> int:
-    strikes = cache.get(_key("strikes", kind, subject), 0)
+    strikes = _get(_key("strikes", kind, subject))
     return min(settings.LOGIN_FAILURE_WINDOW * 2 ** min(strikes, 10), _MAX_WINDOW)
 
 
@@ -77,12 +149,9 @@ def succeeded(attempt: Attempt) -> None:
     for kind, subject, _n, _limit in attempt.counters:
         key = _key("count", kind, subject)
         if kind == "account":
-            cache.delete(key)
+            _delete(key)
         else:
-            try:
-                cache.decr(key)
-            except ValueError:
-                pass
+            _refund(key)
 
 
 def failed(attempt: Attempt) -> list[str]:

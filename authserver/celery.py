@@ -70,6 +70,16 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="53"),
         "options": {"expires": 50 * 60},
     },
+    "accounts-expire-login-counters": {
+        "task": "accounts.expire_login_counters",
+        "schedule": crontab(minute="47"),
+        "options": {"expires": 50 * 60},
+    },
+    "tokens-resend-logout-deliveries": {
+        "task": "tokens.resend_logout_deliveries",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
     "tokens-expire-logout-deliveries": {
         "task": "tokens.expire_logout_deliveries",
         "schedule": crontab(hour="3", minute="37"),

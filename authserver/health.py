@@ -2,8 +2,11 @@
 
 /health/live: the process answers (nothing else is checked, so a database outage does not get
 every web process restarted). /health/ready: the database, the broker and an active signing
-key; 503 with the failing check named otherwise. Both are answered before host validation,
-because probes address containers by IP.
+key. Without the database or a key this process cannot serve: 503 with the failing check
+named. Without the broker it still can (sign-in and tokens keep working; jobs wait), so the
+answer stays 200 with status "degraded": failing readiness there would take every web process
+out of the load balancer at once for an outage that does not stop them. Both are answered
+before host validation, because probes address containers by IP.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ def _signing_key() -> None:
 
 
 CHECKS = {"database": _database, "broker": _broker, "signing_key": _signing_key}
+CRITICAL = {"database", "signing_key"}
 
 
-def ready() -> tuple[bool, dict]:
+def ready() -> tuple[str, dict]:
     results = {}
     for name, check in CHECKS.items():
         started = time.perf_counter()
@@ -54,7 +58,8 @@ def ready() -> tuple[bool, dict]:
             results[name] = {"ok": False, "error": type(error).__name__}
         else:
             results[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
-    return all(result["ok"] for result in results.values()), results
+    failing = {name for name, result in results.items() if not result["ok"]}
+    return ("unavailable" if failing & CRITICAL else "degraded" if failing else "ok"), results
 
 
 class HealthMiddleware:
@@ -67,12 +72,12 @@ class HealthMiddleware:
         if request.path == "/health/live":
             response = JsonResponse({"status": "ok"})
         else:
-            ok, checks = ready()
+            status, checks = ready()
+            unavailable = status == "unavailable"
             response = JsonResponse(
-                {"status": "ok" if ok else "unavailable", "checks": checks},
-                status=200 if ok else 503,
+                {"status": status, "checks": checks}, status=503 if unavailable else 200
             )
-            if not ok:
+            if unavailable:
                 response["Retry-After"] = "5"
         response["Cache-Control"] = "no-store"
         return response

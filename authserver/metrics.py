@@ -76,6 +76,12 @@ class SharedCollector:
     """Job runs and the purge backlog, from the shared cache and the database."""
 
     def collect(self):
+        try:
+            yield from self._collect()
+        except Exception:  # the cache or the database is down: serve what the processes know
+            logger.warning("Shared metrics unavailable", exc_info=True)
+
+    def _collect(self):
         from authserver import janitor
 
         runs = CounterMetricFamily(

@@ -5,6 +5,8 @@ from django.views.generic import RedirectView
 from accounts import views as account_views
 from authserver import admin_views, metrics
 
+handler500 = "authserver.errors.server_error"
+
 urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     # Operators sign in through the same throttled, audited page as everyone else.

@@ -8,7 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 
 from accounts.models import UserSession
 from accounts.sessions import SessionStore
@@ -19,9 +19,14 @@ FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _static_manifest():
-    # Pages use {% static %}; with DEBUG off the manifest storage needs collected files.
+def _static_manifest(tmp_path_factory):
+    # Pages use {% static %}; with DEBUG off the manifest storage needs collected files. Each run
+    # collects into its own folder, so runs side by side never see each other's half-written files.
+    override = override_settings(STATIC_ROOT=tmp_path_factory.mktemp("static"))
+    override.enable()
     call_command("collectstatic", interactive=False, verbosity=0)
+    yield
+    override.disable()
 
 
 @pytest.fixture(autouse=True)

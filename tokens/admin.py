@@ -228,14 +228,13 @@ class BackchannelLogoutAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send again now", permissions=["change"])
     def retry(self, request, queryset):
-        from tokens.tasks import deliver_backchannel_logout
+        from tokens import logout
 
         waiting = queryset.exclude(status=BackchannelLogout.Status.DELIVERED)
         ids = list(waiting.values_list("pk", flat=True))
         waiting.update(status=BackchannelLogout.Status.FAILED)
-        for delivery_id in ids:
-            deliver_backchannel_logout.delay(delivery_id)
-        self.message_user(request, f"Queued {len(ids)} deliver(ies).", messages.SUCCESS)
+        queued = logout.enqueue(ids)
+        self.message_user(request, f"Queued {queued} deliver(ies).", messages.SUCCESS)
 
 
 class InitialAccessTokenForm(forms.ModelForm):

@@ -7,10 +7,10 @@ Celery task with retries and exponential back-off, and visible in admin.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import ipaddress
 import logging
-import secrets
 import socket
 import time
 import urllib.error
@@ -33,6 +33,8 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 Status = BackchannelLogout.Status
 # A delivery marked "sending" longer than this belongs to a worker that died mid-request.
 STALE_SENDING = timedelta(seconds=60)
+# Longer than the task's own back-off between retries (at most 320 s): only lost work is resent.
+STALLED = timedelta(minutes=10)
 
 
 def schedule(sids: list[str]) -> list[int]:
@@ -54,14 +56,41 @@ def schedule(sids: list[str]) -> list[int]:
         ).values_list("pk", flat=True)
     )
 
-    def enqueue() -> None:
-        from tokens.tasks import deliver_backchannel_logout
+    def enqueue_pending() -> None:
+        enqueue(pending)
 
-        for delivery_id in pending:
-            deliver_backchannel_logout.delay(delivery_id)
-
-    transaction.on_commit(enqueue)
+    transaction.on_commit(enqueue_pending)
     return pending
+
+
+def enqueue(delivery_ids: list[int]) -> int:
+    """Queue deliveries; if the broker is down, they stay pending and the sweep job
+    (``resend_stalled``) queues them once it is back. Ending a session never fails for this."""
+    from tokens.tasks import deliver_backchannel_logout
+
+    queued = 0
+    for delivery_id in delivery_ids:
+        try:
+            # retry=False: with the broker down, fail now and leave the row to the sweep.
+            deliver_backchannel_logout.apply_async(args=[delivery_id], retry=False)
+            queued += 1
+        except Exception:
+            logger.warning(
+                "Broker unreachable: logout delivery %s stays pending for the sweep", delivery_id
+            )
+            break
+    return queued
+
+
+def resend_stalled(now=None) -> int:
+    """Queue deliveries that nothing is working on: never queued (broker down), or whose worker
+    died (acks_late only brings the message back after the broker's visibility timeout)."""
+    now = now or timezone.now()
+    stalled = BackchannelLogout.objects.filter(
+        Q(status=Status.PENDING, created__lt=now - STALLED)
+        | Q(status__in=[Status.FAILED, Status.SENDING], last_attempt_at__lt=now - STALLED)
+    ).values_list("pk", flat=True)[:1000]
+    return enqueue(list(stalled))
 
 
 def logout_token(delivery: BackchannelLogout) -> str:
@@ -75,7 +104,9 @@ def logout_token(delivery: BackchannelLogout) -> str:
         "aud": client.client_id,
         "iat": now,
         "exp": now + settings.LOGOUT_TOKEN_LIFETIME,
-        "jti": secrets.token_urlsafe(16),
+        # One logout event per session and client: a resend after a worker died mid-request
+        # carries the same jti, so the relying party can tell it has seen it (§2.6).
+        "jti": hashlib.sha256(f"{delivery.sid}:{client.client_id}".encode()).hexdigest()[:32],
         "sid": delivery.sid,
         "events": {EVENT: {}},
     }

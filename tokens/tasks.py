@@ -31,6 +31,20 @@ def deliver_backchannel_logout(self, delivery_id: int) -> str:
     return outcome
 
 
+@shared_task(name="tokens.resend_logout_deliveries", ignore_result=True)
+def resend_logout_deliveries() -> int:
+    """Queue back-channel logouts that were never queued (broker down) or lost with a worker."""
+    with advisory_lock("tokens.resend_logout_deliveries") as acquired:
+        if not acquired:
+            return 0
+        started = time.monotonic()
+        queued = logout.resend_stalled()
+    record_job("tokens.resend_logout_deliveries", seconds=time.monotonic() - started, rows=queued)
+    if queued:
+        logger.info("resend_logout_deliveries: queued %d stalled deliver(ies)", queued)
+    return queued
+
+
 @shared_task(name="tokens.rotate_signing_keys", ignore_result=True)
 def rotate_signing_keys() -> dict:
     """Publish, promote and retire signing keys on schedule (see tokens/keys.py)."""
