@@ -39,8 +39,13 @@ class Attempt:
     )  # kind, subject, n, limit
 
 
-def _subjects(identifier: str, ip: str | None) -> list[tuple[str, str, int]]:
-    subjects = [("account", identifier.strip().lower(), settings.LOGIN_FAILURE_LIMIT)]
+def _subjects(
+    identifier: str, ip: str | None, account_id: int | None
+) -> list[tuple[str, str, int]]:
+    # One counter per existing account, however it is named (username or email); otherwise the
+    # name as typed. "\0" cannot be typed (forms refuse NUL), so the two never collide.
+    subject = f"\0{account_id}" if account_id is not None else identifier.strip().lower()
+    subjects = [("account", subject, settings.LOGIN_FAILURE_LIMIT)]
     if ip:
         subjects.append(("ip", ip, settings.LOGIN_FAILURE_LIMIT_PER_IP))
     return subjects
@@ -133,10 +138,10 @@ def _window(kind: str, subject: str) -> int:
     return min(settings.LOGIN_FAILURE_WINDOW * 2 ** min(strikes, 10), _MAX_WINDOW)
 
 
-def begin(identifier: str, ip: str | None) -> Attempt:
+def begin(identifier: str, ip: str | None, account_id: int | None = None) -> Attempt:
     """Reserve this attempt on every counter; the password may be checked only if ``allowed``."""
     attempt = Attempt()
-    for kind, subject, limit in _subjects(identifier, ip):
+    for kind, subject, limit in _subjects(identifier, ip, account_id):
         n = _increment(_key("count", kind, subject), _window(kind, subject))
         attempt.counters.append((kind, subject, n, limit))
         if n > limit:

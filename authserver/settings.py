@@ -196,6 +196,8 @@ WHITENOISE_USE_FINDERS = True
 # --- Email ------------------------------------------------------------------------------------
 globals().update(CONFIG.email)
 DEFAULT_FROM_EMAIL = CONFIG.default_from_email
+# Emails that must not reveal anything by their timing (password reset) go through Celery.
+EMAIL_ASYNC = True
 SERVER_EMAIL = CONFIG.default_from_email
 
 # --- Internationalisation ---------------------------------------------------------------------

@@ -38,6 +38,12 @@ def _clean_cache():
 
 
 @pytest.fixture(autouse=True)
+def _synchronous_email(settings):
+    # Reset emails normally go through Celery (timing); tests read them from mail.outbox at once.
+    settings.EMAIL_ASYNC = False
+
+
+@pytest.fixture(autouse=True)
 def _fast_hasher(request, settings):
     # Argon2 on every test user would make the suite slow; tests about timing opt out.
     if "real_hasher" not in request.keywords:

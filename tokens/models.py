@@ -173,8 +173,13 @@ class Client(models.Model):
         return " ".join(s for s in dict.fromkeys(scope.split()) if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        # RFC 9700 §4.1.1 / §2.1: exact string matching, nothing looser.
-        return any(hmac.compare_digest(redirect_uri, uri) for uri in self.redirect_uris)
+        # RFC 9700 §4.1.1 / §2.1: exact string matching, nothing looser. Compared as bytes:
+        # compare_digest refuses non-ASCII str, and this is whatever the request carried.
+        candidate = redirect_uri.encode("utf-8", "surrogatepass")
+        return any(
+            hmac.compare_digest(candidate, uri.encode("utf-8", "surrogatepass"))
+            for uri in self.redirect_uris
+        )
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if endpoint == "token":

@@ -87,7 +87,7 @@ def test_behind_a_proxy_the_forwarded_address_is_the_one_limited(settings, user)
 def test_each_lockout_doubles_the_next_window(settings, user):
     """The growing delay: 15 minutes, then 30, then 60 ..."""
     redis = cache._cache.get_client()
-    key = throttle._key("count", "account", user.username.lower())
+    key = throttle._key("count", "account", f"\0{user.pk}")  # one counter per existing account
     client = Client()
     fail(client, user.username, 5)
     first = redis.ttl(cache.make_and_validate_key(key))

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
 from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
-from authlib.oauth2.rfc6749.errors import InsecureTransportError
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
 from django.conf import settings
 
 from tokens import services
@@ -20,6 +20,13 @@ from tokens.oauth.grants import (
 )
 from tokens.oauth.oidc import OpenIDCode
 from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
+
+
+def unprintable_input(error: ValueError) -> InvalidRequestError:
+    """The invalid_request Authlib meant to send, when the input it wanted to echo could not be."""
+    if not str(error).startswith("Error description contains forbidden characters"):
+        raise error
+    return InvalidRequestError("A parameter holds characters that are not allowed.")
 
 
 class OAuth2Request(DjangoOAuth2Request):
@@ -68,19 +75,37 @@ class AuthorizationServer(DjangoAuthorizationServer):
             code=code,
         )
 
-    # Authlib refuses plain http (other than loopback) while building its request, outside the
-    # try that turns errors into responses: answer the RFC's JSON instead of a 500.
+    # Two of Authlib's errors escape the try that turns errors into responses: plain http (other
+    # than loopback) refused while it builds its request, and an error it cannot build because
+    # it would echo characters RFC 6749 §5.2 forbids in error_description (a crafted scope,
+    # redirect_uri or response_type). Both get the RFC's JSON instead of a 500.
     def create_token_response(self, request=None):
         try:
             return super().create_token_response(request)
         except InsecureTransportError as error:
             return self.handle_response(*error())
+        except ValueError as error:
+            return self.handle_response(*unprintable_input(error)())
 
     def create_endpoint_response(self, name, request=None):
         try:
             return super().create_endpoint_response(name, request)
         except InsecureTransportError as error:
             return self.handle_response(*error())
+        except ValueError as error:
+            return self.handle_response(*unprintable_input(error)())
+
+    def get_consent_grant(self, request=None, end_user=None):
+        try:
+            return super().get_consent_grant(request, end_user)
+        except ValueError as error:
+            raise unprintable_input(error) from None
+
+    def create_authorization_response(self, request=None, grant_user=None, grant=None):
+        try:
+            return super().create_authorization_response(request, grant_user, grant)
+        except ValueError as error:
+            return self.handle_response(*unprintable_input(error)())
 
     def send_signal(self, name, *args, **kwargs) -> None:
         pass  # security events are written by our services, not through Authlib's signals
