@@ -29,6 +29,7 @@ class Config:
 
     debug: bool
     secret_key: str
+    secret_key_fallbacks: list[str]
     allowed_hosts: list[str]
     issuer: str
     data_dir: Path
@@ -165,6 +166,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
     config = Config(
         debug=debug,
         secret_key=secret_key,
+        secret_key_fallbacks=read.csv("SECRET_KEY_FALLBACKS") or [],
         allowed_hosts=allowed_hosts,
         issuer=issuer,
         data_dir=data_dir,

@@ -14,6 +14,8 @@ BASE_DIR = env.BASE_DIR
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = CONFIG.debug
 SECRET_KEY = CONFIG.secret_key
+# Previous keys, while rotating: signatures and client secrets made with them still verify.
+SECRET_KEY_FALLBACKS = CONFIG.secret_key_fallbacks
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 ISSUER = CONFIG.issuer
 DATA_DIR = CONFIG.data_dir

@@ -183,3 +183,12 @@ def test_a_deactivated_client_is_refused_at_once_despite_the_client_cache(confid
         token_request(confidential, {"grant_type": "client_credentials"}).json()["error"]
         == "invalid_client"
     )
+
+
+def test_client_secrets_survive_a_secret_key_rotation(confidential, settings):
+    """SECRET_KEY moves to SECRET_KEY_FALLBACKS: secrets keyed with it still verify."""
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-brand-new-secret-key-" + "x" * 40, [old]
+    assert token_request(confidential, {"grant_type": "client_credentials"}).status_code == 200
+    settings.SECRET_KEY_FALLBACKS = []
+    assert token_request(confidential, {"grant_type": "client_credentials"}).status_code == 401
