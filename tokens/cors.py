@@ -71,7 +71,10 @@ def allow_client_origin(request: HttpRequest, response: HttpResponse) -> HttpRes
     origin = request.headers.get("Origin")
     if not origin:
         return response
-    client_id = request.POST.get("client_id") or extract_basic_authorization(request.headers)[0]
+    try:
+        client_id = request.POST.get("client_id") or extract_basic_authorization(request.headers)[0]
+    except ValueError:  # an undecodable Basic header was already answered as invalid_client
+        return response
     client = services.active_client(client_id)
     if client is not None and origin in client_origins(client):
         response["Access-Control-Allow-Origin"] = origin

@@ -211,7 +211,7 @@ def _json_problem(request: HttpRequest) -> JsonResponse | None:
         return _registration_error("invalid_client_metadata", "The registration is too large.")
     try:
         data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         return _registration_error("invalid_client_metadata", "The body is not valid JSON.")
     if not isinstance(data, dict):
         return _registration_error("invalid_client_metadata", "The body must be a JSON object.")

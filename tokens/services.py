@@ -110,8 +110,8 @@ def active_client(client_id: str | None) -> Client | None:
     hot path). Every write to a client drops its cached copy (tokens/signals.py and
     ClientQuerySet.update), so a change takes effect on every host at once. If the cache is
     unreachable, the database answers."""
-    if not client_id or len(client_id) > 64:
-        return None
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
+        return None  # PostgreSQL text cannot hold NUL; no client id has one
     key = _client_key(client_id)
     try:
         cached = cache.get(key)

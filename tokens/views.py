@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +18,12 @@ from authlib.oidc.core.errors import (
     RequestURINotSupportedError,
 )
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.exceptions import (
+    BadRequest,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+)
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -31,6 +37,7 @@ from accounts.sessions import AUTH_TIME_KEY
 from tokens import cors, keys, services
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth.oidc import read_id_token
+from tokens.oauth.registration import error_text
 from tokens.oauth.server import get_server
 
 logger = logging.getLogger(__name__)
@@ -66,14 +73,44 @@ def form_problem(request: HttpRequest) -> JsonResponse | None:
         return oauth_error("invalid_request", "The request body is too large.")
     try:
         body = request.POST
-    except (RequestDataTooBig, TooManyFieldsSent, SuspiciousOperation, UnicodeDecodeError):
+    except (
+        BadRequest,
+        RequestDataTooBig,
+        TooManyFieldsSent,
+        SuspiciousOperation,
+        UnicodeDecodeError,
+    ):
         return oauth_error("invalid_request", "The request body could not be read.")
     for name, values in body.lists():
+        shown = error_text(name[:40])  # RFC 6749 §5.2: only printable ASCII in descriptions
         if len(values) > 1:
             # RFC 6749 §3.2: parameters MUST NOT be included more than once.
-            return oauth_error("invalid_request", f"'{name[:40]}' was sent more than once.")
+            return oauth_error("invalid_request", f"'{shown}' was sent more than once.")
         if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH or len(name) > 100:
-            return oauth_error("invalid_request", f"'{name[:40]}' is too long.")
+            return oauth_error("invalid_request", f"'{shown}' is too long.")
+    return _basic_credentials_problem(request)
+
+
+def _basic_credentials_problem(request: HttpRequest) -> JsonResponse | None:
+    """Authlib reads a Basic header it cannot decode (bad base64, not UTF-8, no colon) with an
+    exception; such a header is a failed client authentication (RFC 6749 §2.3.1, §5.2)."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if " " not in header:
+        return None  # Authlib reads no credentials from it
+    parts = header.split(None, 1)  # as Authlib splits it
+    if len(parts) == 2 and parts[0].lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(parts[1], validate=True).decode() if len(parts) == 2 else ""
+    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+        decoded = ""
+    if ":" not in decoded or "\x00" in decoded:
+        return oauth_error(
+            "invalid_client",
+            "Malformed Basic credentials.",
+            status=401,
+            WWW_Authenticate='Basic error="invalid_client"',
+        )
     return None
 
 

@@ -76,6 +76,8 @@ def check_metadata(data: dict) -> None:
             isinstance(value, list) and all(isinstance(item, str) for item in value)
         ):
             raise InvalidClientMetadataError(f"{name} must be an array of strings.")
+    if "jwks" in data:  # not supported; Authlib's own check chokes on a jwks that is not an object
+        raise InvalidClientMetadataError("Not supported here: jwks.")
     flag = data.get("backchannel_logout_session_required")
     if flag is not None and not isinstance(flag, bool):
         raise InvalidClientMetadataError("backchannel_logout_session_required must be a boolean.")
