@@ -17,7 +17,7 @@ TEST_ENV := DEBUG=false \
 	CACHE_URL=$(or $(TEST_CACHE_URL),$(TEST_REDIS)/14) \
 	CELERY_BROKER_URL=$(or $(TEST_BROKER_URL),$(TEST_REDIS)/15)
 
-.PHONY: run test lint format migrations-check clean bench-purge
+.PHONY: run test lint format migrations-check clean bench bench-purge
 
 $(VENV)/.run-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ run: $(VENV)/.run-installed
 ## test: the whole suite (browser tests included) against PostgreSQL and Redis.
 test: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: the token endpoint under wrk (client_credentials, refresh rotation, introspection, the
+## authorization-code exchange) next to a bare /ping, in PostgreSQL (authserver_bench_tokens,
+## created and dropped); one gunicorn worker, PostgreSQL and Redis on CPU 0, wrk on CPU 1.
+## Options: BENCH_ARGS="--duration 30 --connections 4" (see bench/README.md). Installs wrk if missing.
+bench: $(VENV)/.run-installed
+	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y --no-install-recommends wrk >/dev/null \
+	  || { apt-get update >/dev/null && apt-get install -y --no-install-recommends wrk >/dev/null; }; }
+	$(PY) bench/tokens.py $(BENCH_ARGS)
 
 ## bench-purge: seed 1,000,000 stale and 1,000,000 live refresh tokens in PostgreSQL
 ## (authserver_bench, created and dropped), purge them under token-endpoint load, print the

@@ -41,7 +41,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,13 +48,31 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import (
+    DEFAULT_REDIS,
+    GUNICORN_CONFIG,
+    ROOT,
+    CpuSampler,
+    check_database_url,
+    database_name,
+    digest_sql,
+    drop_database,
+    free_port,
+    migrate,
+    ms,
+    pin,
+    pin_self,
+    server_env,
+    setup_django,
+    show_log,
+    start_server,
+    stop,
+    table,
+)
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/authserver_bench"
-DEFAULT_REDIS = "redis://127.0.0.1:6379"
-SECRET_KEY = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-ISSUER = "https://auth.bench.test"
 LIVE_SCOPE = "openid offline_access"  # offline_access: not bound to a browser session
 
 # Targets (issue 5).
@@ -107,93 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def database_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/")
-
-
-def check_database_url(url: str) -> None:
-    parts = urlsplit(url)
-    name = database_name(url)
-    if parts.scheme not in ("postgres", "postgresql") or not name:
-        raise SystemExit(f"bench: {url!r} is not a postgres://host/dbname URL")
-    if "bench" not in name or name == "authserver" or name.startswith("test_authserver"):
-        raise SystemExit(
-            f"bench: refusing database {name!r}: the bench creates and drops its database, "
-            "so its name must contain 'bench' (e.g. authserver_bench)"
-        )
-
-
-def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
-    """Production-like settings (DEBUG off) pointed at the bench database."""
-    env = dict(os.environ)
-    for name in ("REDIS_URL", "DATA_DIR"):
-        env.pop(name, None)
-    env.update(
-        DJANGO_SETTINGS_MODULE="authserver.settings",
-        DEBUG="false",
-        SECRET_KEY=SECRET_KEY,
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        ISSUER=ISSUER,
-        DATABASE_URL=args.database_url,
-        CACHE_URL=f"{args.redis.rstrip('/')}/{args.cache_db}",
-        CELERY_BROKER_URL=f"{args.redis.rstrip('/')}/{args.broker_db}",
-        PYTHONPATH=str(ROOT),
-    )
-    env.update(extra)
-    return env
-
-
-def pin(cpu: int):
-    """A preexec_fn pinning a child to one CPU (what ``taskset -c`` does), when there are two."""
-    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-def pin_self(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {cpu})
-
-
-# --- database lifecycle -------------------------------------------------------------------------
-def admin_execute(url: str, statement: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def create_database(url: str) -> None:
-    name = database_name(url)
-    admin_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin_execute(url, f'CREATE DATABASE "{name}"')
-
-
-def drop_database(url: str) -> None:
-    admin_execute(url, f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
-
-
-def run_manage(args: argparse.Namespace, *command: str) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", *command],
-        cwd=ROOT,
-        env=server_env(args),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def setup_django(args: argparse.Namespace) -> None:
-    # The bench process itself: no pool, its own connection.
-    os.environ.update(server_env(args, DATABASE_POOL_SIZE="0", LOG_LEVEL="WARNING"))
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
 # --- seeding ------------------------------------------------------------------------------------
 @dataclass
 class Seeded:
@@ -239,9 +169,7 @@ def _bulk_insert(cursor, table: str, statements: list[tuple[str, list]]) -> None
         cursor.execute(statement)
 
 
-def _digest(prefix: str) -> str:
-    """SQL for the hex SHA-256 of ``<prefix><g>``: what tokens.models.token_digest stores."""
-    return f"encode(sha256(convert_to('{prefix}' || g, 'UTF8')), 'hex')"
+_digest = digest_sql
 
 
 def seed(args: argparse.Namespace) -> Seeded:
@@ -546,79 +474,7 @@ def explain_first_batch(batch_size: int) -> list[str]:
 
 
 # --- the server ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 ACCESS_FORMAT = "%({x-bench-start}i)s %(D)s %(s)s"  # client's start, server's microseconds
-
-
-GUNICORN_CONFIG = ROOT / "docker" / "gunicorn.conf.py"
-
-
-def start_server(
-    args: argparse.Namespace, port: int, log_path: Path, access_path: Path
-) -> subprocess.Popen:
-    """gunicorn with the production config (docker/gunicorn.conf.py, when there is one) and one
-    sync worker. Overridden for the measurement: no worker recycling (``max_requests``: a
-    restart landing in one phase would be a cold start, not the purge), and an access log with
-    the client's start time and gunicorn's own request time (the stock logger, since the
-    production one drops header atoms)."""
-    log = open(log_path, "wb")  # kept open for the child's lifetime
-    config = ["-c", str(GUNICORN_CONFIG)] if GUNICORN_CONFIG.exists() else []
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        *config,
-        "authserver.wsgi:application",
-        "--workers=1",
-        "--worker-class=sync",
-        f"--bind=127.0.0.1:{port}",
-        "--max-requests=0",
-        "--error-logfile=-",
-        "--logger-class=gunicorn.glogging.Logger",
-        f"--access-logfile={access_path}",
-        f"--access-logformat={ACCESS_FORMAT}",
-    ]
-    metrics = log_path.parent / "metrics"  # prometheus multi-process files: ours, not /dev/shm's
-    metrics.mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=server_env(args, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(metrics)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=pin(0),  # sched_setaffinity only, before exec
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log_path}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/.well-known/openid-configuration")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return process
-        except OSError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"gunicorn did not answer within 60 s; see {log_path}")
-
-
-def stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- the load -----------------------------------------------------------------------------------
@@ -714,47 +570,6 @@ def server_samples(access_path: Path) -> list[Sample]:
         if len(parts) == 3 and parts[0] not in ("-", "0.000000"):
             samples.append(Sample(float(parts[0]), int(parts[1]) / 1e6, int(parts[2])))
     return samples
-
-
-class CpuSampler:
-    """/proc/stat every 0.2 s: how busy both CPUs were, and how much time went to iowait."""
-
-    def __init__(self):
-        self.samples: list[tuple[float, list[int]]] = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _read() -> list[int] | None:
-        try:
-            with open("/proc/stat") as stat:
-                return [int(v) for v in stat.readline().split()[1:9]]
-        except OSError:
-            return None
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            values = self._read()
-            if values:
-                self.samples.append((time.monotonic(), values))
-            time.sleep(0.2)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join()
-
-    def window(self, start: float, end: float) -> tuple[float, float]:
-        """(busy %, iowait %) of all CPUs between ``start`` and ``end``."""
-        inside = [values for at, values in self.samples if start <= at <= end]
-        if len(inside) < 2:
-            return float("nan"), float("nan")
-        delta = [b - a for a, b in zip(inside[0], inside[-1], strict=True)]
-        total = sum(delta) or 1
-        idle, iowait = delta[3], delta[4]
-        return 100 * (total - idle - iowait) / total, 100 * iowait / total
 
 
 @dataclass
@@ -907,25 +722,6 @@ def run_purge(args: argparse.Namespace, kinds: list[str]) -> dict[str, dict]:
 
 
 # --- report -------------------------------------------------------------------------------------
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:,.1f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    print("  " + "  ".join(str(h).rjust(w) for h, w in zip(header, widths, strict=True)))
-    print("  " + "  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  " + "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
-
-
-def show_log(log_dir: Path) -> None:
-    log = log_dir / "gunicorn.log"
-    if log.exists():
-        print(f"--- the end of {log} ---", file=sys.stderr)
-        print(log.read_text()[-4000:], file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -945,10 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"== database {name}: create, migrate")
         started = time.monotonic()
-        create_database(args.database_url)
-        run_manage(args, "migrate", "--noinput")
-        if not (ROOT / "staticfiles" / "staticfiles.json").exists():
-            run_manage(args, "collectstatic", "--noinput")
+        migrate(args)
         print(f"  {time.monotonic() - started:.1f} s")
         setup_django(args)
 
@@ -976,7 +769,13 @@ def main(argv: list[str] | None = None) -> int:
             f"purge process on {where}"
         )
         access_path = log_dir / "access.log"
-        server = start_server(args, port, log_dir / "gunicorn.log", access_path)
+        server = start_server(
+            args,
+            port,
+            log_dir / "gunicorn.log",
+            access_path=access_path,
+            access_format=ACCESS_FORMAT,
+        )
 
         # Correctness first: a refresh answers 200 with a new refresh token, which works too.
         client = Client(port, seeded.client_id, seeded.client_secret)

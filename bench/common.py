@@ -1,0 +1,341 @@
+"""What the benchmarks share: their own PostgreSQL database, production-like settings, the real
+server (gunicorn, one sync worker pinned to CPU 0), CPU pinning and sampling, and the tables.
+
+Every function that needs the configuration takes the benchmark's ``argparse.Namespace``, which
+must carry ``database_url``, ``redis``, ``cache_db`` and ``broker_db``.
+"""
+
+# ruff: noqa: S603
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
+SECRET_KEY = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+ISSUER = "https://auth.bench.test"
+GUNICORN_CONFIG = ROOT / "docker" / "gunicorn.conf.py"
+# The environment as the bench found it. setup_django() changes this process's own environment
+# (no connection pool, quieter logs); servers and workers must not inherit that.
+_ENVIRONMENT = dict(os.environ)
+
+
+# --- configuration ------------------------------------------------------------------------------
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def check_database_url(url: str) -> None:
+    """Refuse any database the bench must not create and drop: its name must contain 'bench'."""
+    parts = urlsplit(url)
+    name = database_name(url)
+    if parts.scheme not in ("postgres", "postgresql") or not name:
+        raise SystemExit(f"bench: {url!r} is not a postgres://host/dbname URL")
+    if "bench" not in name or name == "authserver" or name.startswith("test_authserver"):
+        raise SystemExit(
+            f"bench: refusing database {name!r}: the bench creates and drops its database, "
+            "so its name must contain 'bench' (e.g. authserver_bench)"
+        )
+
+
+def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """Production-like settings (DEBUG off) pointed at the bench database, on top of the
+    environment the bench was started with (not what setup_django() put in this process's)."""
+    env = dict(_ENVIRONMENT)
+    for name in ("REDIS_URL", "DATA_DIR"):
+        env.pop(name, None)
+    env.update(
+        DJANGO_SETTINGS_MODULE="authserver.settings",
+        DEBUG="false",
+        SECRET_KEY=SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        ISSUER=ISSUER,
+        DATABASE_URL=args.database_url,
+        CACHE_URL=f"{args.redis.rstrip('/')}/{args.cache_db}",
+        CELERY_BROKER_URL=f"{args.redis.rstrip('/')}/{args.broker_db}",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+# --- CPUs ---------------------------------------------------------------------------------------
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+def pin(cpu: int):
+    """A preexec_fn pinning a child to one CPU (what ``taskset -c`` does), when there are two."""
+    if not can_pin():
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def pin_self(cpu: int) -> None:
+    if can_pin():
+        os.sched_setaffinity(0, {cpu})
+
+
+def load_and_busy(seconds: float = 1.0) -> tuple[float, float]:
+    """(1-minute load average, % of all CPUs busy over the next ``seconds``)."""
+    before = CpuSampler.read().get("cpu")
+    time.sleep(seconds)
+    after = CpuSampler.read().get("cpu")
+    busy = float("nan")
+    if before and after:
+        busy = CpuSampler.busy(before, after)[0]
+    return os.getloadavg()[0], busy
+
+
+# --- database lifecycle -------------------------------------------------------------------------
+def admin_execute(url: str, statement: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def create_database(url: str) -> None:
+    name = database_name(url)
+    admin_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_execute(url, f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str) -> None:
+    admin_execute(url, f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+
+
+def run_manage(args: argparse.Namespace, *command: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env=server_env(args),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def migrate(args: argparse.Namespace) -> None:
+    """Create the bench database afresh and migrate it (static files collected once, if missing:
+    the production settings serve them through WhiteNoise's manifest)."""
+    create_database(args.database_url)
+    run_manage(args, "migrate", "--noinput")
+    if not (ROOT / "staticfiles" / "staticfiles.json").exists():
+        run_manage(args, "collectstatic", "--noinput")
+
+
+def setup_django(args: argparse.Namespace) -> None:
+    # The bench process itself: no pool, its own connection.
+    os.environ.update(server_env(args, DATABASE_POOL_SIZE="0", LOG_LEVEL="WARNING"))
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def digest_sql(prefix: str, column: str = "g") -> str:
+    """SQL for the hex SHA-256 of ``<prefix><column>``: what tokens.models.token_digest stores."""
+    return f"encode(sha256(convert_to('{prefix}' || {column}, 'UTF8')), 'hex')"
+
+
+# --- the server ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _config_without_access_log(log_dir: Path) -> Path:
+    """docker/gunicorn.conf.py exactly, but with the access log off (it costs the worker CPU:
+    one formatted line per request)."""
+    path = log_dir / "gunicorn.bench.conf.py"
+    path.write_text(
+        "import runpy\n\n"
+        f"_settings = runpy.run_path({str(GUNICORN_CONFIG)!r})\n"
+        "globals().update({k: v for k, v in _settings.items() if not k.startswith('__')})\n"
+        "accesslog = None\n"
+    )
+    return path
+
+
+def start_server(
+    args: argparse.Namespace,
+    port: int,
+    log_path: Path,
+    *,
+    access_path: Path | None = None,
+    access_format: str | None = None,
+    ready_path: str = "/.well-known/openid-configuration",
+) -> subprocess.Popen:
+    """gunicorn with the production config (docker/gunicorn.conf.py, when there is one) and one
+    sync worker pinned to CPU 0. Overridden for the measurement: no worker recycling
+    (``max_requests``: a restart landing in a measured phase would be a cold start), a private
+    ``PROMETHEUS_MULTIPROC_DIR``, and the access log: to ``access_path`` in ``access_format``
+    through gunicorn's stock logger (the production one drops header atoms), or off when
+    ``access_path`` is None."""
+    log = open(log_path, "wb")  # kept open for the child's lifetime
+    if GUNICORN_CONFIG.exists():
+        config = GUNICORN_CONFIG if access_path else _config_without_access_log(log_path.parent)
+        config_args = ["-c", str(config)]
+    else:
+        config_args = []
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *config_args,
+        "authserver.wsgi:application",
+        "--workers=1",
+        "--worker-class=sync",
+        f"--bind=127.0.0.1:{port}",
+        "--max-requests=0",
+        "--error-logfile=-",
+    ]
+    if access_path is not None:
+        command += [
+            "--logger-class=gunicorn.glogging.Logger",
+            f"--access-logfile={access_path}",
+        ]
+        if access_format:
+            command.append(f"--access-logformat={access_format}")
+    metrics = log_path.parent / "metrics"  # prometheus multi-process files: ours, not /dev/shm's
+    metrics.mkdir(exist_ok=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=server_env(args, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(metrics)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=pin(0),  # sched_setaffinity only, before exec
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log_path}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", ready_path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return process
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"gunicorn did not answer within 60 s; see {log_path}")
+
+
+def worker_pids(server: subprocess.Popen) -> list[int]:
+    """The gunicorn master's children (its workers)."""
+    try:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(pid) for pid in children.split()]
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def show_log(log_dir: Path) -> None:
+    log = log_dir / "gunicorn.log"
+    if log.exists():
+        print(f"--- the end of {log} ---", file=sys.stderr)
+        print(log.read_text()[-4000:], file=sys.stderr)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+class CpuSampler:
+    """/proc/stat every 0.2 s: how busy the CPUs were (all of them: ``cpu``; one: ``cpu0``...),
+    and how much time went to iowait."""
+
+    def __init__(self):
+        self.samples: list[tuple[float, dict[str, list[int]]]] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read() -> dict[str, list[int]]:
+        """``{"cpu": [user, nice, system, idle, iowait, irq, softirq, steal], "cpu0": ...}``"""
+        try:
+            with open("/proc/stat") as stat:
+                lines = [line.split() for line in stat if line.startswith("cpu")]
+        except OSError:
+            return {}
+        return {fields[0]: [int(v) for v in fields[1:9]] for fields in lines}
+
+    @staticmethod
+    def busy(first: list[int], last: list[int]) -> tuple[float, float]:
+        delta = [b - a for a, b in zip(first, last, strict=True)]
+        total = sum(delta) or 1
+        idle, iowait = delta[3], delta[4]
+        return 100 * (total - idle - iowait) / total, 100 * iowait / total
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            values = self.read()
+            if values:
+                self.samples.append((time.monotonic(), values))
+            time.sleep(0.2)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
+
+    def window(self, start: float, end: float, cpu: str = "cpu") -> tuple[float, float]:
+        """(busy %, iowait %) of ``cpu`` (default: all CPUs) between ``start`` and ``end``."""
+        inside = [
+            values[cpu] for at, values in self.samples if start <= at <= end and cpu in values
+        ]
+        if len(inside) < 2:
+            return float("nan"), float("nan")
+        return self.busy(inside[0], inside[-1])
+
+
+def process_cpu_ticks(pid: int) -> int | None:
+    """User + system CPU time of one process so far, in clock ticks (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# --- report -------------------------------------------------------------------------------------
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    print("  " + "  ".join(str(h).rjust(w) for h, w in zip(header, widths, strict=True)))
+    print("  " + "  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  " + "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))

@@ -1,0 +1,962 @@
+"""Benchmark: the token endpoint's grants and introspection under wrk, next to a bare /ping.
+
+    make bench                            # or: .venv/bin/python bench/tokens.py [options]
+
+What it does, in its own PostgreSQL database (``authserver_bench_tokens`` by default; the name
+must contain "bench", and it is created, migrated and dropped here):
+
+1. Seeds: a confidential client with the authorization_code, refresh_token and
+   client_credentials grants and a second confidential client, the resource server that
+   introspects (both made with ``tokens.services.create_client``); a person and a live browser
+   session (``accounts.UserSession`` with a sid); then with SQL, N refresh tokens ``rt-<i>``
+   (each its own family, bound to that session's sid, live for days) and N authorization codes
+   ``code-<i>`` (PKCE S256 of one fixed verifier, the client's redirect URI, the session's sid,
+   live for an hour, unused). The database keeps sha256 hex of each value, as
+   ``tokens.models.token_digest`` does.
+2. Starts the real server: gunicorn with docker/gunicorn.conf.py, one sync worker pinned to
+   CPU 0, production settings (DEBUG off), access log off. PostgreSQL (the postmaster, so every
+   new backend too, and its running processes) and redis-server are pinned to CPU 0 as well for
+   the run, and put back where they were at the end, whatever happens. This process and wrk run
+   on CPU 1.
+3. Checks every scenario answers correctly with one plain request (200, and the JSON: an
+   access token of type Bearer; a rotated refresh token; an ID token for the code; active true
+   for introspection). The introspection token is a user access token from that real refresh,
+   so it carries a sid and introspection checks the deny list, the session and the person.
+4. Measures, for each scenario, wrk (Lua scripts in bench/lua/) for a warm-up and then
+   ``--duration`` seconds: /ping, client_credentials, introspection, refresh rotation (each
+   request the next unused ``rt-<i>``), the authorization-code exchange (each request the next
+   ``code-<i>``). wrk also checks every answer's body; the CPU time the worker, the database
+   backends and Redis spent per request is read from /proc.
+5. Verifies in the database that every refresh token and code was used at most once (no replay
+   was detected, one new refresh token per rotation and per code), prints the table and
+   PASS/FAIL against the targets.
+
+Exit status: 1 on a wrong answer, an error (non-2xx, socket error) or an inconsistency in the
+database; a missed speed target is reported, not fatal. 2 when the benchmark could not run.
+"""
+
+# ruff: noqa: S603, S608
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.client
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from common import (
+    CLOCK_TICKS,
+    DEFAULT_REDIS,
+    GUNICORN_CONFIG,
+    ROOT,
+    CpuSampler,
+    can_pin,
+    check_database_url,
+    database_name,
+    digest_sql,
+    drop_database,
+    free_port,
+    load_and_busy,
+    migrate,
+    pin_self,
+    process_cpu_ticks,
+    setup_django,
+    show_log,
+    start_server,
+    stop,
+    table,
+    worker_pids,
+)
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/authserver_bench_tokens"
+LUA = Path(__file__).resolve().parent / "lua"
+REDIRECT_URI = "https://client.bench.test/callback"
+VERIFIER = "bench-code-verifier-0123456789-abcdefghijklmnopqrstuvwxyz"  # RFC 7636: 43-128 chars
+CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=")
+CODE_SCOPE = "openid profile"  # no offline_access: refresh tokens are bound to the session
+CC_SCOPE = "profile"
+SERVER_CPU, LOAD_CPU = 0, 1
+
+# Targets (issue 6): per server core, PostgreSQL on the same core.
+TARGET_RATES = {"client_credentials": 2_000, "refresh": 500, "introspection": 1_400}
+TARGET_P99_MS = 20.0
+TARGET_PING_RATIO = 0.7  # client_credentials vs /ping
+SCENARIOS = ("ping", "client_credentials", "introspection", "refresh", "code")
+QUIET_LOAD, QUIET_BUSY = 0.5, 10.0
+
+
+# --- configuration ------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add = parser.add_argument
+    add(
+        "--database-url",
+        default=os.environ.get("BENCH_TOKENS_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="the bench's own database; its name must contain 'bench' "
+        "(env BENCH_TOKENS_DATABASE_URL)",
+    )
+    add("--redis", default=os.environ.get("BENCH_REDIS", DEFAULT_REDIS), help="Redis base URL")
+    add("--cache-db", type=int, default=10, help="Redis database for the cache (default 10)")
+    add("--broker-db", type=int, default=11, help="Redis database for Celery (default 11)")
+    add("--duration", type=float, default=10.0, help="measured seconds per scenario (10)")
+    add("--warmup", type=float, default=2.0, help="warm-up seconds per scenario (2)")
+    add("--connections", type=int, default=8, help="wrk connections (-c, default 8)")
+    add("--threads", type=int, default=1, help="wrk threads (-t, default 1)")
+    add(
+        "--tokens",
+        type=int,
+        default=0,
+        help="refresh tokens and codes seeded, each (default: 3,000/s x (warm-up + duration), "
+        "with a margin)",
+    )
+    add(
+        "--scenarios",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="which to measure (default: all; ping always runs, as the reference)",
+    )
+    add("--wrk", default=os.environ.get("WRK", "wrk"), help="the wrk binary")
+    add(
+        "--no-pin-services",
+        action="store_true",
+        help="leave PostgreSQL and Redis where they are (default: pinned to CPU 0 for the run)",
+    )
+    add("--keep-db", action="store_true", help="do not drop the database at the end")
+    args = parser.parse_args(argv)
+    if "ping" not in args.scenarios:
+        args.scenarios.insert(0, "ping")
+    args.scenarios = [name for name in SCENARIOS if name in args.scenarios]
+    if not args.tokens:
+        args.tokens = int(3_000 * (args.warmup + args.duration) * 1.1) + 1_000
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads")
+    return args
+
+
+# --- seeding ------------------------------------------------------------------------------------
+@dataclass
+class Seeded:
+    client_id: str
+    client_basic: str  # base64 of id:secret, for HTTP Basic
+    resource_basic: str
+    user_id: int
+    sid: str
+    tokens: int
+
+
+def basic(client_id: str, secret: str) -> str:
+    return base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def seed(args: argparse.Namespace) -> Seeded:
+    from datetime import timedelta
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from accounts.models import User, UserSession, new_sid
+    from tokens import keys
+    from tokens.services import create_client
+
+    now = timezone.now()
+    client, secret = create_client(
+        name="Bench client",
+        redirect_uris=[REDIRECT_URI],
+        grant_types=["authorization_code", "refresh_token", "client_credentials"],
+        # Access tokens outlive the run: the one introspected is taken before the timing starts.
+        access_token_lifetime=3_600,
+    )
+    resource, resource_secret = create_client(
+        name="Bench resource server", grant_types=["client_credentials"], scopes=[]
+    )
+    # The active signing keys, as any running server has: ES256 for access tokens, RS256 for
+    # the ID tokens of the code exchange.
+    keys.signing_key()
+    keys.signing_key("RS256")
+    user = User.objects.create_user("bench-user", "bench-user@bench.test")  # no usable password
+    sid = new_sid()
+    UserSession.objects.create(
+        session_key=hashlib.sha256(b"bench-session-cookie").hexdigest(),
+        session_data="",
+        expire_date=now + timedelta(days=1),
+        sid=sid,
+        user=user,
+        auth_time=now,
+        amr=["pwd"],
+        user_agent="bench",
+    )
+    p = {"client": client.pk, "user": user.pk, "sid": sid, "scope": CODE_SCOPE, "now": now}
+    p["n"], p["challenge"], p["redirect"] = args.tokens, CHALLENGE.decode(), REDIRECT_URI
+    started = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        # Each its own family, bound to the live session (so rotation checks it), idle expiry a
+        # week ahead, the family's absolute expiry 30 days ahead. access_jti marks them as seeded.
+        cursor.execute(
+            "INSERT INTO tokens_refreshtoken (token_digest, family, access_jti, sid, scope,"
+            " revoke_reason, client_id, user_id, auth_time, created, expires, family_expires)"
+            f" SELECT {digest_sql('rt-')}, md5('rt-' || g)::uuid, 'seed', %(sid)s, %(scope)s, '',"
+            " %(client)s, %(user)s, %(now)s, %(now)s, %(now)s + interval '7 days',"
+            " %(now)s + interval '30 days' FROM generate_series(1, %(n)s) g",
+            p,
+        )
+        cursor.execute(
+            "INSERT INTO tokens_authorizationcode (code_digest, client_id, user_id, sid,"
+            " redirect_uri, scope, nonce, code_challenge, code_challenge_method, auth_time, amr,"
+            " created, expires, used_at, access_jti)"
+            f" SELECT {digest_sql('code-')}, %(client)s, %(user)s, %(sid)s, %(redirect)s,"
+            " %(scope)s, '', %(challenge)s, 'S256', %(now)s, '[\"pwd\"]', %(now)s,"
+            " %(now)s + interval '1 hour', NULL, 'seed' FROM generate_series(1, %(n)s) g",
+            p,
+        )
+    with connection.cursor() as cursor:
+        for name in ("tokens_refreshtoken", "tokens_authorizationcode", "accounts_usersession"):
+            cursor.execute(f'VACUUM ANALYZE "{name}"')
+        cursor.execute("CHECKPOINT")
+    print(
+        f"  {args.tokens:,} refresh tokens and {args.tokens:,} codes in "
+        f"{time.monotonic() - started:.1f} s (with VACUUM ANALYZE, CHECKPOINT)"
+    )
+    return Seeded(
+        client_id=client.client_id,
+        client_basic=basic(client.client_id, secret),
+        resource_basic=basic(resource.client_id, resource_secret),
+        user_id=user.pk,
+        sid=sid,
+        tokens=args.tokens,
+    )
+
+
+def census() -> dict[str, int]:
+    """What the run did to the seeded rows, counted in the database."""
+    from django.db import connection
+
+    queries = {
+        "tokens rotated": "SELECT count(*) FROM tokens_refreshtoken"
+        " WHERE access_jti = 'seed' AND rotated_at IS NOT NULL",
+        "tokens from rotation": "SELECT count(*) FROM tokens_refreshtoken c"
+        " JOIN tokens_refreshtoken p ON p.id = c.parent_id WHERE p.access_jti = 'seed'",
+        "codes used": "SELECT count(*) FROM tokens_authorizationcode WHERE used_at IS NOT NULL",
+        "tokens from codes": "SELECT count(*) FROM tokens_refreshtoken"
+        " WHERE authorization_code_id IS NOT NULL",
+        "tokens revoked": "SELECT count(*) FROM tokens_refreshtoken WHERE revoked_at IS NOT NULL",
+        "replays": "SELECT count(*) FROM accounts_securityevent WHERE kind = 'refresh_replay'",
+        "sessions ended": "SELECT count(*) FROM accounts_usersession WHERE revoked_at IS NOT NULL",
+    }
+    counts = {}
+    with connection.cursor() as cursor:
+        for label, sql in queries.items():
+            cursor.execute(sql)
+            counts[label] = cursor.fetchone()[0]
+    return counts
+
+
+# --- PostgreSQL and Redis on the server's CPU -----------------------------------------------------
+def _pids(name: str) -> list[int]:
+    """Processes whose name (comm) is exactly ``name``, as ``pgrep -x`` finds them: every
+    PostgreSQL process is called postgres, whatever its title says; a command line that merely
+    mentions postgres:// (``pgrep -f`` would match it) is not one."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == name:
+                found.append(int(entry))
+    return found
+
+
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+class ServicePinning:
+    """Pin PostgreSQL (the postmaster, hence every backend it forks from now on, and its
+    running processes) and redis-server (every thread) to one CPU; ``restore`` puts each back
+    on the CPUs it had, and processes started meanwhile on their parent's original set."""
+
+    NAMES = ("postgres", "redis-server")
+
+    def __init__(self, cpu: int):
+        self.cpu = cpu
+        self.original: dict[int, set[int]] = {}
+        self.default = set(range(os.cpu_count() or 1))
+        self.pinned: dict[str, int] = {}
+
+    def _all_tasks(self) -> list[tuple[str, int]]:
+        return [(name, tid) for name in self.NAMES for pid in _pids(name) for tid in _tasks(pid)]
+
+    def pin(self) -> None:
+        for name, tid in self._all_tasks():
+            try:
+                self.original.setdefault(tid, os.sched_getaffinity(tid))
+                os.sched_setaffinity(tid, {self.cpu})
+                self.pinned[name] = self.pinned.get(name, 0) + 1
+            except (ProcessLookupError, PermissionError):
+                continue
+        if self.original:
+            # Backends forked while pinned get the postmaster's original set back.
+            self.default = next(iter(self.original.values()))
+
+    def repin(self) -> None:
+        """Pin what appeared since (the worker's new backends inherit; others may not)."""
+        for _name, tid in self._all_tasks():
+            try:
+                if os.sched_getaffinity(tid) != {self.cpu}:
+                    self.original.setdefault(tid, os.sched_getaffinity(tid))
+                    os.sched_setaffinity(tid, {self.cpu})
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def restore(self) -> int:
+        restored = 0
+        for _name, tid in self._all_tasks():
+            try:
+                os.sched_setaffinity(tid, self.original.get(tid, self.default))
+                restored += 1
+            except (ProcessLookupError, PermissionError):
+                continue
+        return restored
+
+
+# --- HTTP, for the correctness checks ----------------------------------------------------------
+def request(port: int, method: str, path: str, form: dict | None = None, basic_auth: str = ""):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Accept": "application/json"}
+    body = None
+    if form is not None:
+        body = urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    if basic_auth:
+        headers["Authorization"] = f"Basic {basic_auth}"
+    try:
+        conn.request(method, path, body, headers)
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = data.decode(errors="replace")
+    return response.status, parsed
+
+
+@dataclass
+class Check:
+    label: str
+    ok: bool
+    detail: str = ""
+
+
+def correctness(port: int, seeded: Seeded) -> tuple[list[Check], str]:
+    """One plain request per scenario, its answer checked; returns the checks and the user
+    access token (from a real refresh) that introspection will present."""
+    from accounts.models import UserSession
+    from tokens.models import AuthorizationCode, RefreshToken, token_digest
+
+    checks: list[Check] = []
+
+    def add(label: str, ok: bool, status: int, body) -> None:
+        checks.append(Check(label, ok, "" if ok else f"status {status}: {str(body)[:300]}"))
+
+    def bearer(body) -> bool:
+        return (
+            isinstance(body, dict)
+            and isinstance(body.get("access_token"), str)
+            and body["access_token"].count(".") == 2
+            and body.get("token_type") == "Bearer"
+            and isinstance(body.get("expires_in"), int)
+        )
+
+    status, body = request(port, "GET", "/ping")
+    add("GET /ping answers 200 pong", status == 200 and body == "pong", status, body)
+
+    form = {"grant_type": "client_credentials", "scope": CC_SCOPE}
+    status, body = request(port, "POST", "/token", form, seeded.client_basic)
+    ok = status == 200 and bearer(body) and body.get("scope") == CC_SCOPE
+    add(
+        "client_credentials: a Bearer access token, no refresh token",
+        ok and "refresh_token" not in body,
+        status,
+        body,
+    )
+
+    form = {"grant_type": "refresh_token", "refresh_token": "rt-1"}
+    status, body = request(port, "POST", "/token", form, seeded.client_basic)
+    rotated = RefreshToken.objects.filter(token_digest=token_digest("rt-1")).first()
+    new = isinstance(body, dict) and body.get("refresh_token")
+    child = RefreshToken.objects.filter(token_digest=token_digest(new)).first() if new else None
+    ok = (
+        status == 200
+        and bearer(body)
+        and bool(new)
+        and new != "rt-1"
+        and rotated is not None
+        and rotated.rotated_at is not None
+        and child is not None
+        and child.parent_id == rotated.pk
+        and child.sid == seeded.sid
+    )
+    add("refresh: a Bearer access token and a new refresh token; rt-1 rotated", ok, status, body)
+    access_token = body.get("access_token", "") if isinstance(body, dict) else ""
+
+    form = {
+        "grant_type": "authorization_code",
+        "code": "code-1",
+        "code_verifier": VERIFIER,
+        "redirect_uri": REDIRECT_URI,
+    }
+    status, body = request(port, "POST", "/token", form, seeded.client_basic)
+    code = AuthorizationCode.objects.filter(code_digest=token_digest("code-1")).first()
+    ok = (
+        status == 200
+        and bearer(body)
+        and isinstance(body.get("id_token"), str)
+        and bool(body.get("refresh_token"))
+        and code is not None
+        and code.used_at is not None
+    )
+    add("code: access token, ID token, refresh token; code-1 used", ok, status, body)
+    form["code"] = "code-1"
+    status, body = request(port, "POST", "/token", form, seeded.client_basic)
+    ok = status == 400 and isinstance(body, dict) and body.get("error") == "invalid_grant"
+    add("code: code-1 a second time is refused (invalid_grant)", ok, status, body)
+
+    status, body = request(
+        port, "POST", "/introspect", {"token": access_token}, seeded.resource_basic
+    )
+    ok = (
+        status == 200
+        and isinstance(body, dict)
+        and body.get("active") is True
+        and body.get("sid") == seeded.sid
+        and body.get("sub") == str(seeded.user_id)
+        and body.get("client_id") == seeded.client_id
+    )
+    add("introspection: the user access token is active, with its sid and sub", ok, status, body)
+    status, body = request(
+        port, "POST", "/introspect", {"token": "not-a-token"}, seeded.resource_basic
+    )
+    add(
+        "introspection: an unknown token is inactive",
+        status == 200 and body == {"active": False},
+        status,
+        body,
+    )
+    # The code replay above revoked what code-1 produced; the session must still be live.
+    live = UserSession.objects.active().filter(sid=seeded.sid).exists()
+    checks.append(Check("the bench session is still live", live))
+    return checks, access_token
+
+
+# --- wrk ----------------------------------------------------------------------------------------
+@dataclass
+class WrkResult:
+    requests: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0
+    p50: float = math.nan  # seconds
+    p99: float = math.nan
+    non2xx: int = 0
+    socket: dict[str, int] = field(default_factory=dict)
+    wrong: int = 0
+    next_index: int = 0
+    output: str = ""
+
+    @property
+    def errors(self) -> int:
+        return self.non2xx + sum(self.socket.values()) + self.wrong
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.non2xx - self.wrong
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    result = WrkResult(output=output)
+    if m := re.search(r"^\s*(\d+) requests in ([\d.]+\w+),", output, re.M):
+        result.requests, result.seconds = int(m.group(1)), _duration(m.group(2))
+    if m := re.search(r"^Requests/sec:\s*([\d.]+)", output, re.M):
+        result.rate = float(m.group(1))
+    for percentile, name in (("50", "p50"), ("99", "p99")):
+        if m := re.search(rf"^\s*{percentile}(?:\.0+)?%\s+([\d.]+\w+)\s*$", output, re.M):
+            setattr(result, name, _duration(m.group(1)))
+    if m := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output):
+        result.non2xx = int(m.group(1))
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        result.socket = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
+        )
+    if m := re.search(r"^bench-result wrong=(\d+) next=(\d+)", output, re.M):
+        result.wrong, result.next_index = int(m.group(1)), int(m.group(2))
+    if not result.requests and not result.rate:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    return result
+
+
+def run_wrk(args: argparse.Namespace, port: int, path: str, script: str, seconds: float, *extra):
+    command = [
+        args.wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(LUA / script),
+        f"http://127.0.0.1:{port}{path}",
+        "--",
+        *map(str, extra),
+    ]
+    if shutil.which("taskset") and can_pin():
+        command = ["taskset", "-c", str(LOAD_CPU), *command]
+    completed = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=seconds + 60
+    )
+    if completed.returncode != 0 or completed.stderr.strip():
+        raise RuntimeError(
+            f"wrk failed ({completed.returncode}): {completed.stderr.strip() or completed.stdout}"
+        )
+    return parse_wrk(completed.stdout)
+
+
+# --- CPU time per request -----------------------------------------------------------------------
+def backend_pids(database: str) -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [database],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+class CpuTime:
+    """CPU time (user + system) of the worker, of the bench database's backends and of
+    redis-server, between ``start()`` and ``stop()``."""
+
+    def __init__(self, server: subprocess.Popen, database: str):
+        self.server, self.database = server, database
+
+    def _groups(self) -> dict[str, list[int]]:
+        return {
+            "worker": worker_pids(self.server),
+            "postgres": backend_pids(self.database),
+            "redis": _pids("redis-server"),
+        }
+
+    def _ticks(self, groups: dict[str, list[int]]) -> dict[str, dict[int, int]]:
+        return {
+            name: {pid: ticks for pid in pids if (ticks := process_cpu_ticks(pid)) is not None}
+            for name, pids in groups.items()
+        }
+
+    def start(self) -> None:
+        self.before = self._ticks(self._groups())
+        self.started = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per group, and ``wall``."""
+        wall = time.monotonic() - self.started
+        after = self._ticks(self._groups())
+        spent = {
+            name: sum(ticks - self.before[name].get(pid, 0) for pid, ticks in now.items())
+            / CLOCK_TICKS
+            for name, now in after.items()
+        }
+        spent["wall"] = wall
+        return spent
+
+
+# --- the run ------------------------------------------------------------------------------------
+@dataclass
+class Measured:
+    name: str
+    result: WrkResult
+    warmup: WrkResult
+    cpu0_busy: float
+    cpu0_steal: float
+    cpu: dict[str, float]
+
+
+def steal_percent(sampler: CpuSampler, start: float, end: float, cpu: str) -> float:
+    """% of ``cpu``'s time the hypervisor gave to someone else (/proc/stat's steal)."""
+    inside = [values[cpu] for at, values in sampler.samples if start <= at <= end and cpu in values]
+    if len(inside) < 2:
+        return math.nan
+    delta = [b - a for a, b in zip(inside[0], inside[-1], strict=True)]
+    return 100 * delta[7] / (sum(delta) or 1)
+
+
+def measure(args, port, seeded, access_token, server, database, sampler, pinning) -> list[Measured]:
+    scenarios = {
+        "ping": ("/ping", "ping.lua", lambda first: []),
+        "client_credentials": (
+            "/token",
+            "client_credentials.lua",
+            lambda first: [seeded.client_basic, CC_SCOPE],
+        ),
+        "introspection": (
+            "/introspect",
+            "introspect.lua",
+            lambda first: [seeded.resource_basic, access_token],
+        ),
+        "refresh": (
+            "/token",
+            "refresh.lua",
+            lambda first: [seeded.client_basic, first, args.threads],
+        ),
+        "code": (
+            "/token",
+            "code.lua",
+            lambda first: [
+                seeded.client_basic,
+                first,
+                args.threads,
+                VERIFIER,
+                quote(REDIRECT_URI, safe=""),
+            ],
+        ),
+    }
+    next_index = {"refresh": 2, "code": 2}  # index 1 of each went to the correctness checks
+    measured = []
+    for name in args.scenarios:
+        path, script, extra = scenarios[name]
+        print(f"== {name}: warm-up {args.warmup:.0f} s, then {args.duration:.0f} s", flush=True)
+        warmup = run_wrk(args, port, path, script, args.warmup, *extra(next_index.get(name, 0)))
+        if name in next_index:
+            next_index[name] = warmup.next_index
+        pinning.repin()
+        cpu = CpuTime(server, database)
+        cpu.start()
+        started = time.monotonic()
+        result = run_wrk(args, port, path, script, args.duration, *extra(next_index.get(name, 0)))
+        ended = time.monotonic()
+        spent = cpu.stop()
+        if name in next_index:
+            next_index[name] = result.next_index
+            if result.next_index > seeded.tokens:
+                print(
+                    f"  bench: {name} ran out of seeded values ({result.next_index - 1:,} > "
+                    f"{seeded.tokens:,}): raise --tokens"
+                )
+        busy = sampler.window(started, ended, f"cpu{SERVER_CPU}")[0]
+        steal = steal_percent(sampler, started, ended, f"cpu{SERVER_CPU}")
+        measured.append(Measured(name, result, warmup, busy, steal, spent))
+        print(
+            f"  {result.rate:,.0f} req/s, p50 {result.p50 * 1e3:.2f} ms, "
+            f"p99 {result.p99 * 1e3:.2f} ms, {result.errors} errors",
+            flush=True,
+        )
+    return measured
+
+
+def consistency(measured: list[Measured], counts: dict[str, int], connections: int) -> list[Check]:
+    """Every seeded value was used at most once, and every use bought exactly one new token."""
+    by_name = {m.name: m for m in measured}
+    checks = [
+        Check(
+            "no refresh token revoked (no replay detected) but code-1's",
+            counts["tokens revoked"] == 1,
+            str(counts["tokens revoked"]),
+        ),
+        Check(
+            "one new refresh token per rotation",
+            counts["tokens rotated"] == counts["tokens from rotation"],
+            f"{counts['tokens rotated']:,} rotated, {counts['tokens from rotation']:,} new",
+        ),
+        Check(
+            "one refresh token per code exchanged",
+            counts["codes used"] == counts["tokens from codes"],
+            f"{counts['codes used']:,} used, {counts['tokens from codes']:,} tokens",
+        ),
+        Check(
+            "no browser session ended", counts["sessions ended"] == 0, str(counts["sessions ended"])
+        ),
+        Check("no refresh token replay recorded", counts["replays"] == 0, str(counts["replays"])),
+    ]
+    for name, label in (("refresh", "tokens rotated"), ("code", "codes used")):
+        if name not in by_name:
+            continue
+        m = by_name[name]
+        answered = 1 + m.result.successes + m.warmup.successes  # 1: the correctness check
+        in_flight = 2 * connections  # sent, then abandoned when wrk stopped: the server served them
+        done = counts[label]
+        checks.append(
+            Check(
+                f"{name}: {label} in the database match the 200s wrk counted",
+                answered <= done <= answered + in_flight,
+                f"{done:,} in the database, {answered:,} answered "
+                f"(+ at most {in_flight} in flight)",
+            )
+        )
+    return checks
+
+
+def cpu_cost(m: Measured) -> float:
+    """CPU seconds (worker + backends + Redis) per request measured."""
+    spent = m.cpu["worker"] + m.cpu["postgres"] + m.cpu["redis"]
+    return spent / m.result.requests if m.result.requests else math.nan
+
+
+def print_report(args, measured: list[Measured]) -> tuple[bool, list[str]]:
+    ping = next((m for m in measured if m.name == "ping"), None)
+    ping_rate = ping.result.rate if ping else math.nan
+    rows = []
+    for m in measured:
+        r, cpu = m.result, m.cpu
+        per = 1e6 / r.requests if r.requests else math.nan  # µs per request, from seconds
+        total = cpu_cost(m) * 1e6
+        wall = r.seconds or cpu["wall"]
+        share = 100 * (cpu["worker"] + cpu["postgres"] + cpu["redis"]) / wall
+        rows.append(
+            [
+                m.name,
+                f"{r.rate:,.0f}",
+                f"{r.p50 * 1e3:.2f}",
+                f"{r.p99 * 1e3:.2f}",
+                f"{r.errors:,}",
+                f"{r.rate / ping_rate:.2f}" if ping_rate else "-",
+                f"{cpu['worker'] * per:,.0f}",
+                f"{cpu['postgres'] * per:,.0f}",
+                f"{cpu['redis'] * per:,.0f}",
+                f"{1e6 / total:,.0f}" if total else "-",
+                f"{share:.0f}",
+                f"{m.cpu0_busy:.0f}",
+                f"{m.cpu0_steal:.0f}",
+            ]
+        )
+    print()
+    print(
+        f"TOKEN ENDPOINT (wrk -t{args.threads} -c{args.connections}, {args.duration:.0f} s each "
+        f"after {args.warmup:.0f} s warm-up; gunicorn 1 sync worker, PostgreSQL and Redis on "
+        f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU})"
+    )
+    table(
+        [
+            "scenario",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "ratio to /ping",
+            "worker µs/req",
+            "pg µs/req",
+            "redis µs/req",
+            "req/s per core (CPU)",
+            "ours % CPU0",
+            "CPU0 busy %",
+            "steal %",
+        ],
+        rows,
+    )
+    print(
+        "  (req/s, p50, p99, errors: wrk's. errors = non-2xx + socket errors + wrong answers."
+        " µs/req: CPU time (user + system) of the gunicorn worker, the bench database's"
+        " backends and redis-server per request; req/s per core (CPU): 1 s divided by their sum,"
+        " what one core would serve with nothing else on it. ours % CPU0: their CPU time over"
+        " the wall time; the rest of CPU 0 went to the kernel and to other processes. steal %: CPU"
+        " 0's time the hypervisor gave to other machines)"
+    )
+    for m in measured:
+        r = m.result
+        details = []
+        if r.non2xx:
+            details.append(f"{r.non2xx:,} non-2xx")
+        if any(r.socket.values()):
+            details.append("socket errors " + ", ".join(f"{k} {v}" for k, v in r.socket.items()))
+        if r.wrong:
+            details.append(f"{r.wrong:,} wrong answers")
+        if m.warmup.errors:
+            details.append(f"warm-up: {m.warmup.errors:,} errors")
+        if details:
+            print(f"  {m.name}: {'; '.join(details)}")
+
+    by_name = {m.name: m for m in measured}
+    targets = []
+    for name, rate in TARGET_RATES.items():
+        if name not in by_name:
+            continue
+        r = by_name[name].result
+        ok = r.rate >= rate and r.p99 * 1e3 < TARGET_P99_MS and r.errors == 0
+        targets.append(
+            (
+                ok,
+                f"{name} >= {rate:,} req/s, p99 < {TARGET_P99_MS:.0f} ms, 0 errors: "
+                f"{r.rate:,.0f} req/s, p99 {r.p99 * 1e3:.2f} ms, {r.errors:,} errors",
+            )
+        )
+    if "client_credentials" in by_name and ping:
+        ratio = by_name["client_credentials"].result.rate / ping_rate
+        targets.append(
+            (
+                ratio >= TARGET_PING_RATIO,
+                f"client_credentials >= {TARGET_PING_RATIO}x /ping: {ratio:.2f}x "
+                f"({by_name['client_credentials'].result.rate:,.0f} vs {ping_rate:,.0f} req/s; "
+                f"{cpu_cost(ping) / cpu_cost(by_name['client_credentials']):.2f}x by CPU time "
+                "per request)",
+            )
+        )
+    errors = sum(m.result.errors + m.warmup.errors for m in measured)
+    print()
+    print("TARGETS (per server core, PostgreSQL and Redis on the same core)")
+    for ok, line in targets:
+        print(f"  {'PASS' if ok else 'FAIL'}  {line}")
+    return errors == 0, [line for ok, line in targets if not ok]
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_database_url(args.database_url)
+    wrk = shutil.which(args.wrk)
+    if not wrk:
+        print(f"bench: {args.wrk} not found (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    args.wrk = wrk
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+
+    load, busy = load_and_busy()
+    print(
+        f"== machine: {os.cpu_count()} CPUs, load average (1 min) {load:.2f}, "
+        f"CPU busy {busy:.0f}% over the last second"
+    )
+    if load > QUIET_LOAD or busy > QUIET_BUSY:
+        print(
+            f"bench: warning: the machine is not quiet (load average {load:.2f} > {QUIET_LOAD} "
+            f"or busy {busy:.0f}% > {QUIET_BUSY:.0f}%): something else is using the CPUs, so "
+            "the figures will be noisy; the req/s per core (CPU) column moves less"
+        )
+    if not can_pin():
+        print("bench: warning: fewer than two CPUs (or no sched_setaffinity): nothing is pinned")
+    pin_self(LOAD_CPU)
+
+    name = database_name(args.database_url)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
+    server = None
+    pinning = ServicePinning(SERVER_CPU)
+    exit_code = 0
+    try:
+        print(f"== database {name}: create, migrate")
+        started = time.monotonic()
+        migrate(args)
+        print(f"  {time.monotonic() - started:.1f} s")
+        setup_django(args)
+        from django.core.cache import cache
+        from django.db import connections
+
+        print(
+            f"== seed ({args.tokens:,} of each: 3,000/s x {args.warmup + args.duration:.0f} s"
+            " + 10% + 1,000)"
+        )
+        seeded = seed(args)
+        cache.clear()  # the bench's own Redis database: no client cached from an earlier run
+        connections.close_all()
+
+        if can_pin() and not args.no_pin_services:
+            pinning.pin()
+            pinned = ", ".join(f"{count} {what}" for what, count in pinning.pinned.items())
+            print(f"== pinned to CPU {SERVER_CPU}: {pinned or 'nothing (not found)'} (threads)")
+        port = free_port()
+        config = GUNICORN_CONFIG.relative_to(ROOT) if GUNICORN_CONFIG.exists() else "no config"
+        print(
+            f"== gunicorn ({config}, access log off): 1 sync worker on 127.0.0.1:{port}, "
+            f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
+        )
+        server = start_server(args, port, log_dir / "gunicorn.log", ready_path="/ping")
+
+        print("== correctness")
+        checks, access_token = correctness(port, seeded)
+        for check in checks:
+            print(
+                f"  {'ok  ' if check.ok else 'FAIL'} {check.label}"
+                + (f" {check.detail}" if check.detail else "")
+            )
+        if not all(check.ok for check in checks):
+            show_log(log_dir)
+            return 1
+        connections.close_all()
+
+        sampler = CpuSampler()
+        sampler.start()
+        try:
+            measured = measure(args, port, seeded, access_token, server, name, sampler, pinning)
+        finally:
+            sampler.stop()
+        stop(server)  # gracefully: the request in hand is finished first
+        server = None
+        counts = census()
+        connections.close_all()
+    except (subprocess.CalledProcessError, RuntimeError, subprocess.TimeoutExpired) as error:
+        print(f"bench: {error}", file=sys.stderr)
+        show_log(log_dir)
+        return 2
+    finally:
+        stop(server)
+        if pinning.original:
+            restored = pinning.restore()
+            print(f"== PostgreSQL and Redis back on their CPUs ({restored} threads)")
+        if "django" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        if not args.keep_db:
+            drop_database(args.database_url)
+            print(f"== database {name} dropped")
+
+    shutil.rmtree(log_dir, ignore_errors=True)
+    no_errors, _missed = print_report(args, measured)
+    print()
+    print("CORRECTNESS")
+    checks = consistency(measured, counts, args.connections)
+    checks.append(Check("no error and no wrong answer under load (warm-ups included)", no_errors))
+    for check in checks:
+        print(
+            f"  {'ok  ' if check.ok else 'FAIL'} {check.label}"
+            + (f": {check.detail}" if check.detail else "")
+        )
+        if not check.ok:
+            exit_code = 1
+    load_after = os.getloadavg()[0]
+    print(f"  (load average at the end: {load_after:.2f})")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
