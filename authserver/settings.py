@@ -39,6 +39,7 @@ MIDDLEWARE = [
     "authserver.metrics.MetricsMiddleware",
     "authserver.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "authserver.middleware.ProtocolFastPath",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

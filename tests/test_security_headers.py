@@ -1,6 +1,7 @@
 """Headers, cookies and error pages that every response must get right."""
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from tests.conftest import sign_in
@@ -68,3 +69,22 @@ def test_a_bug_gets_a_friendly_500_without_a_stack_trace(settings):
 
 def test_a_staff_only_page_sends_people_to_sign_in_not_a_stack_trace(logged_in_client):
     assert logged_in_client.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize("path", ["/token", "/.well-known/openid-configuration"])
+def test_protocol_endpoints_skip_browser_middleware_but_keep_its_guarantees(client, path):
+    """authserver.middleware.ProtocolFastPath: no session is read or written for a protocol
+    endpoint, yet HSTS, nosniff and ALLOWED_HOSTS hold there as on every page."""
+    client.cookies[settings.SESSION_COOKIE_NAME] = "some-browser-session"
+    response = (
+        client.post(
+            path, "grant_type=client_credentials", "application/x-www-form-urlencoded", secure=True
+        )
+        if path == "/token"
+        else client.get(path, secure=True)
+    )
+    assert response.status_code in (200, 400, 401)
+    assert response["Strict-Transport-Security"].startswith("max-age=")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "Set-Cookie" not in response.headers
+    assert client.get(path, secure=True, HTTP_HOST="evil.example").status_code == 400
