@@ -1,0 +1,154 @@
+"""Clients for the hot path, in process memory, dropped everywhere the moment one changes.
+
+The token endpoint looks its client up on every request; a round trip to Redis for it cost a
+fifth of the endpoint's time. So each process keeps the clients it has used. A change to a
+client (save, delete, bulk update) publishes its id on a Redis channel once the transaction has
+committed, and a listener thread in every process drops its copy.
+
+Correctness does not rest on the messages arriving: while a process's listener is not
+subscribed (starting, Redis down, reconnecting), its copies are neither used nor kept, so a
+missed message can never serve a stale client; lookups then go to the shared cache or the
+database. A generation counter keeps a lookup that raced with a change from storing what it
+read before the change, and a TTL bounds every copy regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+TTL = 60.0
+UNKNOWN = object()  # not in this process's memory: ask the shared cache or the database
+
+
+class _Memory:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.entries: dict[str, tuple[object, float]] = {}
+        self.generation = 0
+        self.listening = threading.Event()
+        self.lock = threading.Lock()
+
+    def drop(self, client_id: str | None) -> None:
+        with self.lock:
+            self.generation += 1
+            if client_id is None:
+                self.entries.clear()
+            else:
+                self.entries.pop(client_id, None)
+
+
+_memory: _Memory | None = None
+_start_lock = threading.Lock()
+
+
+def _redis_url() -> str | None:
+    cache = settings.CACHES["default"]
+    return cache["LOCATION"] if cache["BACKEND"].endswith("RedisCache") else None
+
+
+def _channel() -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:clients-changed"
+
+
+def _listen(memory: _Memory, url: str) -> None:
+    import redis
+
+    while True:
+        try:
+            connection = redis.Redis.from_url(
+                url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=30
+            )
+            subscription = connection.pubsub()
+            subscription.subscribe(_channel())
+            for message in subscription.listen():
+                if message["type"] == "subscribe":
+                    memory.drop(None)  # whatever happened before we listened is unknown
+                    memory.listening.set()
+                elif message["type"] == "message":
+                    data = message["data"].decode()
+                    memory.drop(None if data == "*" else data)
+        except Exception:
+            logger.warning(
+                "Client change listener lost Redis; clients come from the cache/database meanwhile"
+            )
+        memory.listening.clear()
+        memory.drop(None)
+        time.sleep(1)
+
+
+def _memory_for_this_process() -> _Memory | None:
+    """This process's memory, with its listener started (once per process: gunicorn and Celery
+    fork after import, and a thread does not survive a fork)."""
+    global _memory
+    memory = _memory
+    if memory is not None and memory.pid == os.getpid():
+        return memory
+    url = _redis_url()
+    if url is None:
+        return None  # no Redis (the quick start's in-process cache already is memory)
+    with _start_lock:
+        if _memory is None or _memory.pid != os.getpid():
+            _memory = _Memory()
+            threading.Thread(
+                target=_listen, args=(_memory, url), name="client-changes", daemon=True
+            ).start()
+        return _memory
+
+
+def get(client_id: str):
+    memory = _memory_for_this_process()
+    if memory is None or not memory.listening.is_set():
+        return UNKNOWN
+    entry = memory.entries.get(client_id)
+    if entry is None or entry[1] < time.monotonic():
+        return UNKNOWN
+    return entry[0]
+
+
+def generation() -> int:
+    memory = _memory_for_this_process()
+    return memory.generation if memory is not None else 0
+
+
+def put(client_id: str, client, seen_generation: int) -> None:
+    """Keep ``client`` (or None: no such active client), unless a change arrived since the
+    lookup began (``seen_generation``) or nobody is listening for changes."""
+    memory = _memory_for_this_process()
+    if memory is None or not memory.listening.is_set():
+        return
+    with memory.lock:
+        if memory.generation == seen_generation:
+            memory.entries[client_id] = (client, time.monotonic() + TTL)
+
+
+def changed(client_ids: list[str]) -> None:
+    """Clients changed: drop this process's copies now, and everyone's once committed."""
+    memory = _memory_for_this_process()
+    if memory is not None:
+        for client_id in client_ids:
+            memory.drop(client_id)
+    url = _redis_url()
+    if url is None:
+        return
+
+    def publish() -> None:
+        import redis
+
+        try:
+            connection = redis.Redis.from_url(url, socket_connect_timeout=2)
+            message = client_ids[0] if len(client_ids) == 1 else "*"
+            connection.publish(_channel(), message)
+        except Exception:
+            logger.warning(
+                "Could not announce a client change; other processes drop it within %d s", TTL
+            )
+
+    transaction.on_commit(publish)
