@@ -255,7 +255,7 @@ def find_code_for_exchange(code: str, client: Client, *, request=None) -> Author
         .filter(code_digest=token_digest(code))
         .first()
     )
-    if row.client_id != client.pk:
+    if row is None or row.client_id != client.pk:
         return None
     if row.used_at is not None:
         revocation.revoke_code_tokens(row, request=request)
