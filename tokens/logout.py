@@ -199,7 +199,13 @@ def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
     """Send one logout token. Returns "delivered", "retry", or "skipped"."""
     delivery = _claim(delivery_id)
     if delivery is None:
-        return "skipped"
+        # Done (delivered, abandoned, gone): nothing to do. Still being sent, or "sending" by a
+        # worker that has just died (its pool process killed, so Celery requeued this task at
+        # once, before the claim went stale): come back later rather than drop it, or it would
+        # wait for resend_stalled.
+        status = BackchannelLogout.objects.filter(pk=delivery_id).values_list("status", flat=True)
+        done = status.first() in (None, Status.DELIVERED, Status.ABANDONED)
+        return "skipped" if done else "retry"
     body = urllib.parse.urlencode({"logout_token": logout_token(delivery)}).encode()
     request = urllib.request.Request(  # noqa: S310 - the registered https URI (loopback only if allowed)
         delivery.client.backchannel_logout_uri,

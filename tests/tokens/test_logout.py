@@ -829,3 +829,27 @@ def test_an_operator_revokes_a_session_in_admin_and_the_rp_receives_a_valid_logo
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
     assert not signed_in(browser)
     assert refresh(rp_app, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_a_task_requeued_while_its_dead_workers_claim_is_fresh_retries_instead_of_dropping(
+    logged_in_client, bcl_client, rp
+):
+    """A pool process SIGKILLed mid-request (OOM): Celery requeues the task at once, while the row
+    still says "sending" by the dead process. The task must come back later, not call it done;
+    once the claim is stale (STALE_SENDING), the retry sends it (found by `make faults`)."""
+    tokens_for(logged_in_client, bcl_client)
+    logged_in_client.post("/logout/")
+    delivery = the_delivery()
+    BackchannelLogout.objects.filter(pk=delivery.pk).update(
+        status="sending", last_attempt_at=timezone.now(), attempts=1
+    )  # what the dead process left
+    assert logout.deliver(delivery.pk) == "retry"
+    with pytest.raises(Retry):
+        deliver_backchannel_logout(delivery.pk)  # the task backs off instead of acknowledging
+    assert rp.received == []
+    BackchannelLogout.objects.filter(pk=delivery.pk).update(
+        last_attempt_at=timezone.now() - logout.STALE_SENDING - timedelta(seconds=1)
+    )
+    assert logout.deliver(delivery.pk) == "delivered"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, len(rp.received)) == ("delivered", 2, 1)
