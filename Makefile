@@ -17,7 +17,7 @@ TEST_ENV := DEBUG=false \
 	CACHE_URL=$(or $(TEST_CACHE_URL),$(TEST_REDIS)/14) \
 	CELERY_BROKER_URL=$(or $(TEST_BROKER_URL),$(TEST_REDIS)/15)
 
-.PHONY: run test lint format migrations-check clean bench bench-purge
+.PHONY: run test lint format migrations-check clean bench bench-purge faults
 
 $(VENV)/.run-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ bench: $(VENV)/.run-installed
 ## figures. Options: BENCH_ARGS="--batch-size 10000 --rest-seconds 30" (see bench/README.md).
 bench-purge: $(VENV)/.run-installed
 	$(PY) bench/purge.py $(BENCH_ARGS)
+
+## faults: fault injection against the live server (gunicorn, a Celery worker) in a throw-away
+## PostgreSQL cluster and Redis of its own (the shared ones are never touched): PostgreSQL
+## restarted under load, Redis stopped, the worker SIGKILLed mid-purge and mid-logout-delivery.
+## Prints what it injected, what the clients saw and what the database holds; ~3 min. Needs
+## pg_createcluster and redis-server. Options: FAULTS_ARGS="--only redis logout --keep".
+faults: $(VENV)/.run-installed
+	$(PY) bench/faults.py $(FAULTS_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
