@@ -366,6 +366,8 @@ def _broker(read: _Reader, debug: bool, redis_url: str | None, data_dir: Path) -
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(data_dir / "broker-processed"),
+            # Broadcast (remote control) messages; kombu's default is ./control in the cwd.
+            "control_folder": str(data_dir / "broker-control"),
             "store_processed": False,
         }
     scheme = urlsplit(value).scheme
