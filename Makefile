@@ -44,7 +44,8 @@ test: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: the token endpoint under wrk (client_credentials, refresh rotation, introspection, the
-## authorization-code exchange) next to a bare /ping, in PostgreSQL (authserver_bench_tokens,
+## authorization-code exchange) next to our /ping and a bare Django app's /ping (the machine's
+## reference, which scales the issue's targets to this machine), in PostgreSQL (authserver_bench_tokens,
 ## created and dropped); one gunicorn worker, PostgreSQL and Redis on CPU 0, wrk on CPU 1.
 ## Options: BENCH_ARGS="--duration 30 --connections 4" (see bench/README.md). Installs wrk if missing.
 bench: $(VENV)/.run-installed

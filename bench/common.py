@@ -25,6 +25,8 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379"
 SECRET_KEY = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 ISSUER = "https://auth.bench.test"
 GUNICORN_CONFIG = ROOT / "docker" / "gunicorn.conf.py"
+SERVER_APP = "authserver.wsgi:application"
+BARE_DJANGO_APP = "bench.bare_django:application"  # bench/bare_django.py: the reference
 # The environment as the bench found it. setup_django() changes this process's own environment
 # (no connection pool, quieter logs); servers and workers must not inherit that.
 _ENVIRONMENT = dict(os.environ)
@@ -178,13 +180,15 @@ def start_server(
     access_path: Path | None = None,
     access_format: str | None = None,
     ready_path: str = "/.well-known/openid-configuration",
+    app: str = SERVER_APP,
 ) -> subprocess.Popen:
-    """gunicorn with the production config (docker/gunicorn.conf.py, when there is one) and one
-    sync worker pinned to CPU 0. Overridden for the measurement: no worker recycling
-    (``max_requests``: a restart landing in a measured phase would be a cold start), a private
-    ``PROMETHEUS_MULTIPROC_DIR``, and the access log: to ``access_path`` in ``access_format``
-    through gunicorn's stock logger (the production one drops header atoms), or off when
-    ``access_path`` is None."""
+    """gunicorn serving ``app`` (default: our server; ``BARE_DJANGO_APP`` for the reference)
+    with the production config (docker/gunicorn.conf.py, when there is one) and one sync worker
+    pinned to CPU 0: the same python, command line and environment whatever the app. Overridden
+    for the measurement: no worker recycling (``max_requests``: a restart landing in a measured
+    phase would be a cold start), a private ``PROMETHEUS_MULTIPROC_DIR``, and the access log: to
+    ``access_path`` in ``access_format`` through gunicorn's stock logger (the production one
+    drops header atoms), or off when ``access_path`` is None."""
     log = open(log_path, "wb")  # kept open for the child's lifetime
     if GUNICORN_CONFIG.exists():
         config = GUNICORN_CONFIG if access_path else _config_without_access_log(log_path.parent)
@@ -196,7 +200,7 @@ def start_server(
         "-m",
         "gunicorn",
         *config_args,
-        "authserver.wsgi:application",
+        app,
         "--workers=1",
         "--worker-class=sync",
         f"--bind=127.0.0.1:{port}",
@@ -257,8 +261,8 @@ def stop(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
-def show_log(log_dir: Path) -> None:
-    log = log_dir / "gunicorn.log"
+def show_log(log_dir: Path, name: str = "gunicorn.log") -> None:
+    log = log_dir / name
     if log.exists():
         print(f"--- the end of {log} ---", file=sys.stderr)
         print(log.read_text()[-4000:], file=sys.stderr)
