@@ -264,6 +264,7 @@ def _database(read: _Reader, debug: bool, data_dir: Path) -> dict:
         }
     parts = urlsplit(value)
     pool_size = read.integer("DATABASE_POOL_SIZE", 4, minimum=0, maximum=100)
+    prepared = read.boolean("DATABASE_PREPARED_STATEMENTS", True)
     if parts.scheme in ("postgres", "postgresql", "pgsql"):
         name = unquote(parts.path.lstrip("/"))
         if not parts.hostname and not name:
@@ -279,6 +280,10 @@ def _database(read: _Reader, debug: bool, data_dir: Path) -> dict:
         options: dict = {"connect_timeout": 3}
         for key, values in parse_qs(parts.query).items():
             options[key] = values[-1]
+        # The token endpoint's few fixed statements run prepared (tokens/services._hot_cursor);
+        # Django's own queries never are (it binds on the client). Turn this off behind a
+        # transaction-mode PgBouncer older than 1.21, which cannot route prepared statements.
+        options["prepare_threshold"] = 5 if prepared else None
         if pool_size:
             # psycopg_pool; Django requires CONN_MAX_AGE = 0 with a pool.
             options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 3}

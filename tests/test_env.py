@@ -37,6 +37,9 @@ def test_a_production_environment_parses_into_typed_settings():
     )  # fmt: skip
     assert (db["HOST"], db["PORT"], db["OPTIONS"]["sslmode"]) == ("db.internal", "5433", "require")
     assert db["OPTIONS"]["pool"]["max_size"] == 4
+    assert db["OPTIONS"]["prepare_threshold"] == 5  # the hot statements may be prepared
+    unprepared = env.load({**PRODUCTION, "DATABASE_PREPARED_STATEMENTS": "false"}).database
+    assert unprepared["OPTIONS"]["prepare_threshold"] is None  # PgBouncer < 1.21
     assert config.cache["LOCATION"] == "redis://cache.internal:6379/0"
     assert config.broker_url == "redis://cache.internal:6379/0"
     assert config.login_failure_limit == 5 and config.hsts_seconds == 31_536_000

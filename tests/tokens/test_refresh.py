@@ -39,6 +39,20 @@ def test_a_refresh_rotates_the_refresh_token(confidential, tokens):
     assert old.rotated_at is not None and new.parent == old and new.family == old.family
 
 
+def test_the_refresh_path_runs_prepared_statements(confidential, tokens):
+    """tokens/services._hot_cursor: the lookup, the compare-and-set and the insert are planned
+    once per connection (DATABASE_PREPARED_STATEMENTS), not on every refresh."""
+    from django.db import connection
+
+    refresh(confidential, tokens()["refresh_token"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any(sql.startswith("UPDATE") and "rotated_at" in sql for sql in prepared)
+    assert any(sql.startswith("INSERT INTO") and "token_digest" in sql for sql in prepared)
+    assert any(sql.startswith("SELECT") and "token_digest" in sql for sql in prepared)
+
+
 def test_a_rotated_token_presented_again_revokes_the_whole_family(confidential, tokens):
     """RFC 9700 §4.14.2: replay detection by rotation."""
     first = tokens()
