@@ -65,6 +65,65 @@ def wait_for(url: str, server: subprocess.Popen, log: Path) -> requests.Response
     raise AssertionError(f"{url} did not answer 200 within {START_TIMEOUT}s:\n{log.read_text()}")
 
 
+def the_token_flow_works_on_sqlite(base: str, browser: requests.Session, log: Path) -> None:
+    """The walkthrough seed_demo prints: the code flow with PKCE, then a refresh and an
+    introspection, whose hot statements take SQLite's path (tokens/services._hot_cursor)."""
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
+    authorize = (
+        f"{base}/authorize?response_type=code&client_id=demo-confidential"
+        "&redirect_uri=http://127.0.0.1:8765/callback&scope=openid%20profile&state=xyz"
+        "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+    )
+    consent = browser.get(authorize, allow_redirects=False, timeout=10)
+    assert consent.status_code == 200, log.read_text()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', consent.text).group(1)
+    allowed = browser.post(
+        authorize,
+        data={"decision": "allow", "csrfmiddlewaretoken": csrf},
+        headers={"Referer": authorize},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert allowed.status_code == 302, log.read_text()
+    code = re.search(r"[?&]code=([^&]+)", allowed.headers["Location"]).group(1)
+    auth = ("demo-confidential", "demo-secret")
+    tokens = requests.post(
+        f"{base}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": "http://127.0.0.1:8765/callback",
+        },
+        auth=auth,
+        timeout=10,
+    )
+    assert tokens.status_code == 200, tokens.text
+    refreshed = requests.post(
+        f"{base}/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens.json()["refresh_token"]},
+        auth=auth,
+        timeout=10,
+    )
+    assert refreshed.status_code == 200, refreshed.text
+
+    def introspect(token: str) -> bool:
+        answer = requests.post(f"{base}/introspect", data={"token": token}, auth=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["active"]
+
+    assert introspect(refreshed.json()["access_token"]) is True
+    replayed = requests.post(
+        f"{base}/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens.json()["refresh_token"]},
+        auth=auth,
+        timeout=10,
+    )
+    assert replayed.json()["error"] == "invalid_grant"
+    # RFC 9700 §4.14.2: the replay revoked the family, the new tokens included.
+    assert introspect(refreshed.json()["access_token"]) is False
+
+
 def test_the_quick_start_migrates_and_serves_a_working_login_without_postgres_or_redis(tmp_path):
     data_dir = tmp_path / "data"
     env = quick_start_env(data_dir)
@@ -108,6 +167,8 @@ def test_the_quick_start_migrates_and_serves_a_working_login_without_postgres_or
         home = browser.get(f"{base}/", allow_redirects=False, timeout=10)
         assert home.status_code == 200
         assert "Your account" in home.text and "demo" in home.text
+
+        the_token_flow_works_on_sqlite(base, browser, log)
     finally:
         server.terminate()
         try:

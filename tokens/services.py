@@ -362,7 +362,14 @@ def _insert(row: RefreshToken) -> RefreshToken:
         sql = _INSERT_SQL[connection.vendor] = (
             f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {quote('id')}"  # noqa: S608 - names from the model
         )
-    values = [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+    if connection.vendor == "postgresql":
+        # psycopg adapts these values as they are (aware datetimes, UUID, str, int, None), which
+        # is all get_db_prep_save would do for PostgreSQL, at a tenth of its cost.
+        values = [getattr(row, field.attname) for field in fields]
+    else:
+        values = [
+            field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields
+        ]
     with _hot_cursor(sql, values) as cursor:  # VALUES take their types from the columns
         row.pk = cursor.fetchone()[0]
     row._state.adding = False
@@ -374,6 +381,23 @@ _FIND_COLUMNS = (
     "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "expires",
     "family_expires", "rotated_at", "revoked_at",
 )  # fmt: skip
+
+
+def _from_db(values: list) -> list:
+    """The Python values of a raw row of _FIND_COLUMNS, as the ORM would give them. psycopg
+    returns them so already; SQLite (the quick start) returns text for datetimes and UUIDs."""
+    if connection.vendor == "postgresql":
+        return values
+    converted = []
+    for name, value in zip(_FIND_COLUMNS, values, strict=True):
+        field = RefreshToken._meta.get_field(name)
+        column = field.get_col(RefreshToken._meta.db_table)
+        for converter in connection.ops.get_db_converters(column) + field.get_db_converters(
+            connection
+        ):
+            value = converter(value, column, connection)
+        converted.append(value)
+    return converted
 
 
 def find_refresh_token(value: str, client: Client, *, request=None) -> RefreshToken | None:
@@ -402,7 +426,7 @@ def find_refresh_token(value: str, client: Client, *, request=None) -> RefreshTo
     if found is None:
         return None
     *values, person_active, session_alive = found
-    row = RefreshToken.from_db(connection.alias, list(_FIND_COLUMNS), values)
+    row = RefreshToken.from_db(connection.alias, list(_FIND_COLUMNS), _from_db(values))
     row.user = User.from_db(connection.alias, ["id", "is_active"], [row.user_id, person_active])
     if row.client_id != client.pk:
         return None
