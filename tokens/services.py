@@ -9,6 +9,7 @@ import secrets
 from contextlib import contextmanager
 from datetime import timedelta
 
+import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -25,6 +26,7 @@ from tokens.models import (
     Client,
     Consent,
     RefreshToken,
+    RevokedAccessToken,
     SessionClient,
     token_digest,
 )
@@ -341,46 +343,67 @@ def _hot_cursor(sql: str, params: list):
             cursor.execute(re.sub(r"::[a-z]+\b", "", sql), params)  # casts are PostgreSQL's
             yield cursor
         return
-    import psycopg
-
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         yield cursor
 
 
-def _insert(row: RefreshToken) -> RefreshToken:
-    """One INSERT without save()'s machinery (signals, field hooks, SQL compiled anew): this
-    runs on every refresh and code exchange, and none of that applies to a token row."""
-    fields = [field for field in RefreshToken._meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    sql = _INSERT_SQL.get(connection.vendor)
-    if sql is None:
-        columns = ", ".join(quote(field.column) for field in fields)
-        marks = ", ".join(["%s"] * len(fields))
-        table = quote(RefreshToken._meta.db_table)
-        sql = _INSERT_SQL[connection.vendor] = (
-            f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING {quote('id')}"  # noqa: S608 - names from the model
-        )
-    if connection.vendor == "postgresql":
-        # psycopg adapts these values as they are (aware datetimes, UUID, str, int, None), which
-        # is all get_db_prep_save would do for PostgreSQL, at a tenth of its cost.
-        values = [getattr(row, field.attname) for field in fields]
-    else:
-        values = [
-            field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields
-        ]
-    with _hot_cursor(sql, values) as cursor:  # VALUES take their types from the columns
-        row.pk = cursor.fetchone()[0]
-    row._state.adding = False
-    return row
+# The hot path's statements, written once from the models' own table and column names (PostgreSQL
+# and SQLite both quote names with double quotes). Parameters carry casts: see _hot_cursor.
+def _q(name: str) -> str:
+    return f'"{name}"'
 
 
-_INSERT_SQL: dict[str, str] = {}
+_INSERT_FIELDS = [field for field in RefreshToken._meta.concrete_fields if not field.primary_key]
+_INSERT_SQL = (
+    f"INSERT INTO {_q(RefreshToken._meta.db_table)} "  # noqa: S608 - names from the model
+    f"({', '.join(_q(field.column) for field in _INSERT_FIELDS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))}) RETURNING {_q('id')}"
+)  # VALUES take their types from the columns: no casts needed
 _FIND_COLUMNS = (
     "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "expires",
     "family_expires", "rotated_at", "revoked_at",
 )  # fmt: skip
+_FIND_SQL = (  # the token, its person and whether its session (if any) is alive
+    f"SELECT {', '.join(f'r.{_q(name)}' for name in _FIND_COLUMNS)}, u.{_q('is_active')}, "  # noqa: S608
+    f"(r.{_q('sid')} = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} s "
+    f"WHERE s.{_q('sid')} = r.{_q('sid')} AND s.{_q('revoked_at')} IS NULL "
+    f"AND s.{_q('expire_date')} > %s::timestamptz)) "
+    f"FROM {_q(RefreshToken._meta.db_table)} r JOIN {_q(User._meta.db_table)} u "
+    f"ON u.{_q('id')} = r.{_q('user_id')} WHERE r.{_q('token_digest')} = %s::text"
+)
+_ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated
+    f"UPDATE {_q(RefreshToken._meta.db_table)} SET {_q('rotated_at')} = %s::timestamptz "  # noqa: S608
+    f"WHERE {_q('id')} = %s::bigint AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
+)
+_ACCESS_LIVE_SQL = (  # denied?, session alive (or none)?, person active (or none)?
+    f"SELECT EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "  # noqa: S608
+    f"WHERE {_q('jti')} = %s::text), "
+    f"(%s::text = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} "
+    f"WHERE {_q('sid')} = %s::text AND {_q('revoked_at')} IS NULL "
+    f"AND {_q('expire_date')} > %s::timestamptz)), "
+    f"(%s::bigint IS NULL OR EXISTS (SELECT 1 FROM {_q(User._meta.db_table)} "
+    f"WHERE {_q('id')} = %s::bigint AND {_q('is_active')}))"
+)
+
+
+def _insert(row: RefreshToken) -> RefreshToken:
+    """One INSERT without save()'s machinery (signals, field hooks, SQL compiled anew): this
+    runs on every refresh and code exchange, and none of that applies to a token row."""
+    if connection.vendor == "postgresql":
+        # psycopg adapts these values as they are (aware datetimes, UUID, str, int, None), which
+        # is all get_db_prep_save would do for PostgreSQL, at a tenth of its cost.
+        values = [getattr(row, field.attname) for field in _INSERT_FIELDS]
+    else:
+        values = [
+            field.get_db_prep_save(getattr(row, field.attname), connection)
+            for field in _INSERT_FIELDS
+        ]
+    with _hot_cursor(_INSERT_SQL, values) as cursor:
+        row.pk = cursor.fetchone()[0]
+    row._state.adding = False
+    return row
 
 
 def _from_db(values: list) -> list:
@@ -410,18 +433,8 @@ def find_refresh_token(value: str, client: Client, *, request=None) -> RefreshTo
         return None
     # One statement for the token, its person and its session (the ORM spent more building
     # three queries than PostgreSQL spends answering one).
-    quote = connection.ops.quote_name
-    columns = ", ".join(f"r.{quote(name)}" for name in _FIND_COLUMNS)
     now = timezone.now()
-    sql = (
-        f"SELECT {columns}, u.{quote('is_active')}, "  # noqa: S608 - names from the models
-        f"(r.{quote('sid')} = '' OR EXISTS (SELECT 1 FROM {quote(UserSession._meta.db_table)} s "
-        f"WHERE s.{quote('sid')} = r.{quote('sid')} AND s.{quote('revoked_at')} IS NULL "
-        f"AND s.{quote('expire_date')} > %s::timestamptz)) "
-        f"FROM {quote(RefreshToken._meta.db_table)} r JOIN {quote(User._meta.db_table)} u "
-        f"ON u.{quote('id')} = r.{quote('user_id')} WHERE r.{quote('token_digest')} = %s::text"
-    )
-    with _hot_cursor(sql, [now, token_digest(value)]) as cursor:
+    with _hot_cursor(_FIND_SQL, [now, token_digest(value)]) as cursor:
         found = cursor.fetchone()
     if found is None:
         return None
@@ -460,13 +473,7 @@ def rotate(row: RefreshToken) -> bool:
 
     Of any number of concurrent refreshes with one token, exactly one gets True.
     """
-    quote = connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(RefreshToken._meta.db_table)} SET {quote('rotated_at')} = %s::timestamptz "  # noqa: S608
-        f"WHERE {quote('id')} = %s::bigint AND {quote('rotated_at')} IS NULL "
-        f"AND {quote('revoked_at')} IS NULL"
-    )
-    with _hot_cursor(sql, [timezone.now(), row.pk]) as cursor:
+    with _hot_cursor(_ROTATE_SQL, [timezone.now(), row.pk]) as cursor:
         return cursor.rowcount == 1
 
 
@@ -491,8 +498,6 @@ def access_token_is_live(claims: dict) -> bool:
     active, and the browser session it came from still alive. This is what makes revocation
     immediate for anyone who introspects. One prepared statement: the ORM took ten times longer
     to build it than PostgreSQL takes to answer it."""
-    from tokens.models import RevokedAccessToken
-
     if active_client(claims["client_id"]) is None:
         return False
     subject, sid = claims.get("sub"), claims.get("sid") or ""
@@ -501,15 +506,7 @@ def access_token_is_live(claims: dict) -> bool:
         if not str(subject).isdigit():
             return False
         person = int(subject)
-    quote = connection.ops.quote_name
-    sql = (
-        f"SELECT EXISTS (SELECT 1 FROM {quote(RevokedAccessToken._meta.db_table)} WHERE jti = %s::text), "  # noqa: S608 - table names from the models
-        f"(%s::text = '' OR EXISTS (SELECT 1 FROM {quote(UserSession._meta.db_table)} "
-        f"WHERE sid = %s::text AND revoked_at IS NULL AND expire_date > %s::timestamptz)), "
-        f"(%s::bigint IS NULL OR EXISTS (SELECT 1 FROM {quote(User._meta.db_table)} "
-        f"WHERE id = %s::bigint AND is_active))"
-    )
     params = [claims["jti"], sid, sid, timezone.now(), person, person]
-    with _hot_cursor(sql, params) as cursor:
+    with _hot_cursor(_ACCESS_LIVE_SQL, params) as cursor:
         denied, session_alive, person_active = cursor.fetchone()
     return not denied and bool(session_alive) and bool(person_active)
