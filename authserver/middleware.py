@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.urls import resolve
+from django.urls import resolve, reverse
 
 
 class SecurityHeadersMiddleware:
@@ -36,29 +36,29 @@ class ProtocolFastPath:
     or 500 answer), and ALLOWED_HOSTS holds here as everywhere else.
     """
 
-    PATHS = frozenset(
-        {
-            "/token",
-            "/introspect",
-            "/revoke",
-            "/userinfo",
-            "/.well-known/jwks.json",
-            "/.well-known/openid-configuration",
-            "/.well-known/oauth-authorization-server",
-        }
+    URL_NAMES = (
+        "tokens:token",
+        "tokens:introspect",
+        "tokens:revoke",
+        "tokens:userinfo",
+        "tokens:jwks",
+        "tokens:openid_configuration",
+        "tokens:oauth_metadata",
     )
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self.matches: dict = {}  # these paths take no arguments: resolve each once
+        self.routes: dict | None = None  # path -> ResolverMatch, once the URLconf can be read
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        path = request.path_info
-        if path not in self.PATHS:
+        if self.routes is None:
+            # These routes take no arguments: resolve each once, from the URLconf's own names.
+            self.routes = {
+                path: resolve(path) for path in (reverse(name) for name in self.URL_NAMES)
+            }
+        match = self.routes.get(request.path_info)
+        if match is None:
             return self.get_response(request)
         request.get_host()  # DisallowedHost (400) for a Host not in ALLOWED_HOSTS, as CommonMiddleware does
-        match = self.matches.get(path)
-        if match is None:
-            match = self.matches[path] = resolve(path)
         request.resolver_match = match
         return match.func(request)

@@ -53,19 +53,22 @@ def no_store(view):
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        return response
+        return _never_stored(view(request, *args, **kwargs))
 
     return wrapper
 
 
+def _never_stored(response: HttpResponse) -> HttpResponse:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
 def oauth_error(error: str, description: str, status: int = 400, **headers: str) -> JsonResponse:
     """An RFC 6749 §5.2 error body, never cached."""
-    response = JsonResponse({"error": error, "error_description": description}, status=status)
-    response["Cache-Control"] = "no-store"
-    response["Pragma"] = "no-cache"
+    response = _never_stored(
+        JsonResponse({"error": error, "error_description": description}, status=status)
+    )
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
