@@ -8,8 +8,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 
-from accounts import services
 from accounts.models import SecurityEvent, User, UserSession
+from tokens import revocation
 
 EndedBy = UserSession.EndedBy
 
@@ -88,7 +88,7 @@ class UserAdmin(DjangoUserAdmin):
         user = get_object_or_404(User, pk=object_id)
         if request.method != "POST" or not self.has_change_permission(request, user):
             return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
-        count = services.end_sessions(
+        count = revocation.end_sessions(
             UserSession.objects.filter(user=user),
             by=EndedBy.OPERATOR,
             reason="ended by an operator",
@@ -104,7 +104,7 @@ class UserAdmin(DjangoUserAdmin):
             obj.is_active = True  # the service makes this change, and records and cascades it
         super().save_model(request, obj, form, change)
         if deactivating:
-            services.deactivate_user(
+            revocation.deactivate_user(
                 obj, by=EndedBy.OPERATOR, actor_user=request.user, request=request
             )
 
@@ -113,7 +113,7 @@ class UserAdmin(DjangoUserAdmin):
     )
     def deactivate_users(self, request, queryset) -> None:
         for user in queryset:
-            services.deactivate_user(
+            revocation.deactivate_user(
                 user, by=EndedBy.OPERATOR, actor_user=request.user, request=request
             )
         self.message_user(request, f"Deactivated {queryset.count()} user(s).", messages.SUCCESS)
@@ -164,7 +164,7 @@ class UserSessionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected sessions", permissions=["change"])
     def revoke_sessions(self, request, queryset) -> None:
-        count = services.end_sessions(
+        count = revocation.end_sessions(
             queryset,
             by=EndedBy.OPERATOR,
             reason="revoked by an operator",

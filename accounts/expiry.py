@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from accounts.models import LoginCounter, UserSession
 from authserver.janitor import Kind
+from tokens import revocation
 
 
 def _stale_sessions(now):
@@ -17,12 +18,10 @@ def _stale_sessions(now):
 
 def _announce_expired(rows) -> None:
     """Sessions that simply ran out were never "ended": their tokens go now, and the clients
-    that used them are told (back-channel logout)."""
-    from accounts.services import sessions_ended
-
-    sids = [sid for _pk, sid, revoked_at in rows if sid and revoked_at is None]
-    if sids:
-        sessions_ended.send(sender=UserSession, sids=sids, reason="session expired")
+    that used them are told (back-channel logout), in the transaction that deletes them."""
+    revocation.end_expired_sessions(
+        [sid for _pk, sid, revoked_at in rows if sid and revoked_at is None]
+    )
 
 
 SESSIONS = Kind(

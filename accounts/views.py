@@ -13,9 +13,10 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import services
 from accounts.forms import LoginForm, PasswordResetForm
-from accounts.models import SecurityEvent, UserSession
+from accounts.models import UserSession
+from tokens import revocation
+from tokens.csp import authorization_redirect_origin, form_action_policy
 
 
 class LoginView(auth_views.LoginView):
@@ -47,7 +48,7 @@ class LoginView(auth_views.LoginView):
         if current.is_authenticated and current.pk != form.get_user().pk:
             # Someone else signs in on this browser: the previous login ends properly (tokens,
             # back-channel logout), not just by Django flushing the session.
-            services.end_sessions(
+            revocation.end_sessions(
                 UserSession.objects.filter(session_key=self.request.session.stored_key or ""),
                 by=UserSession.EndedBy.PERSON,
                 reason="another account signed in",
@@ -56,8 +57,6 @@ class LoginView(auth_views.LoginView):
         return super().form_valid(form)
 
     def render_to_response(self, context, **response_kwargs):
-        from tokens.csp import authorization_redirect_origin, form_action_policy
-
         response = super().render_to_response(context, **response_kwargs)
         # Signing in to continue an authorization request can end on the client (/authorize
         # answers at once when consent is skipped or remembered), and browsers hold every
@@ -78,7 +77,7 @@ class LogoutView(View):
         return render(request, self.template_name)
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        services.sign_out(request)
+        revocation.sign_out(request)
         return render(request, "accounts/logged_out.html")
 
 
@@ -104,9 +103,9 @@ def session_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def end_session(request: HttpRequest, sid: str) -> HttpResponse:
     if sid == request.session.get("_sid"):
-        services.sign_out(request)
+        revocation.sign_out(request)
         return render(request, "accounts/logged_out.html")
-    if services.end_session_by_sid(request.user, sid, request=request):
+    if revocation.end_session_by_sid(request.user, sid, request=request):
         messages.success(request, "The session has ended. That device is signed out.")
     else:
         messages.info(request, "That session had already ended.")
@@ -116,7 +115,7 @@ def end_session(request: HttpRequest, sid: str) -> HttpResponse:
 @require_POST
 @login_required
 def end_other_sessions(request: HttpRequest) -> HttpResponse:
-    count = services.end_other_sessions(request.user, request, reason="ended all other sessions")
+    count = revocation.end_other_sessions(request.user, request, reason="ended all other sessions")
     messages.success(request, f"Signed out of {count} other session{'' if count == 1 else 's'}.")
     return redirect("accounts:sessions")
 
@@ -130,8 +129,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         # Keeps this browser signed in (and gives its session a new key) ...
         update_session_auth_hash(self.request, user)
         # ... and signs every other browser out: whoever else had the old password is gone.
-        services.record_event(SecurityEvent.Kind.PASSWORD_CHANGED, request=self.request, user=user)
-        count = services.end_other_sessions(user, self.request, reason="password changed")
+        count = revocation.password_changed(user, self.request)
         messages.success(
             self.request,
             "Your password has been changed."
@@ -162,16 +160,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     def form_valid(self, form):
         response = super().form_valid(form)
         user = form.user
-        services.record_event(SecurityEvent.Kind.PASSWORD_RESET, request=self.request, user=user)
-        if not user.email_verified:
-            # Following the emailed link shows the person reads that address.
-            type(user).objects.filter(pk=user.pk).update(email_verified=True)
-        services.end_sessions(
-            UserSession.objects.filter(user=user),
-            by=UserSession.EndedBy.PERSON,
-            reason="password reset",
-            request=self.request,
-        )
+        revocation.password_reset(user, self.request)
         return response
 
 

@@ -39,8 +39,8 @@ class Kind:
     model: type[models.Model]
     stale: Callable[[datetime], Q]  # rows that may be deleted at that moment
     since: str  # the timestamp that made a row stale, for the backlog's "oldest"
-    # Values to read from each batch before it goes, handed to after_delete (e.g. sessions that
-    # simply expired must still be announced, so their tokens go and their clients are told).
+    # Values to read from each batch before it goes, handed to after_delete inside the delete's
+    # transaction (sessions that simply expired: their tokens go and their clients are told).
     keep: tuple[str, ...] = ()
     after_delete: Callable[[list[tuple]], None] | None = field(default=None, compare=False)
 
@@ -83,12 +83,13 @@ def purge(
         after = rows[-1][0]
         with transaction.atomic():
             deleted, _ = kind.model._base_manager.filter(pk__in=[row[0] for row in rows]).delete()
-        done = time.monotonic()
+            done = time.monotonic()
+            if kind.after_delete is not None:
+                # Same transaction: the rows never go without what their going implies.
+                kind.after_delete(rows)
         result.longest_statement = max(result.longest_statement, done - selected)
         result.deleted += deleted
         result.batches += 1
-        if kind.after_delete is not None:
-            kind.after_delete(rows)
         if progress is not None:
             progress(deleted)
     else:

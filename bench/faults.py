@@ -1243,8 +1243,8 @@ def scenario_logout(ctx: Context) -> bool:
     from joserfc.jwk import KeySet
 
     from accounts.models import UserSession
-    from accounts.services import end_sessions
     from tokens.models import BackchannelLogout
+    from tokens.revocation import end_sessions
 
     args = ctx.args
     say("\n== 4. Celery worker SIGKILLed mid-logout-delivery")

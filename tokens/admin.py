@@ -98,7 +98,7 @@ class ClientAdmin(admin.ModelAdmin):
             request._new_client_secret = obj.set_new_secret()
         super().save_model(request, obj, form, change)
         if deactivating:
-            services.deactivate_client(obj, actor_user=request.user, request=request)
+            revocation.deactivate_client(obj, actor_user=request.user, request=request)
 
     def response_add(self, request, obj, post_url_continue=None):
         return self._secret_page(
@@ -142,7 +142,7 @@ class ClientAdmin(admin.ModelAdmin):
     )
     def deactivate(self, request, queryset):
         for client in queryset:
-            services.deactivate_client(client, actor_user=request.user, request=request)
+            revocation.deactivate_client(client, actor_user=request.user, request=request)
         self.message_user(request, f"Deactivated {queryset.count()} client(s).", messages.SUCCESS)
 
 

@@ -16,9 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import SecurityEvent, User, UserSession
-from accounts.services import record_event
-from authserver.metrics import REFRESH_REPLAYS
+from accounts.models import User, UserSession
 from tokens import client_cache, revocation
 from tokens.access_tokens import AccessToken
 from tokens.models import (
@@ -79,27 +77,6 @@ def rotate_client_secret(client: Client) -> str:
     secret = client.set_new_secret()
     client.save(update_fields=["secret_digest", "updated"])
     return secret
-
-
-def deactivate_client(client: Client, *, actor_user: User | None = None, request=None) -> int:
-    """Stop a client: no new tokens, and its existing ones stop working (introspection checks
-    the client; its refresh tokens are revoked here). Nothing else is touched."""
-    Client.objects.filter(pk=client.pk).update(is_active=False, updated=timezone.now())
-    client.is_active = False
-    record_event(
-        SecurityEvent.Kind.CLIENT_DEACTIVATED,
-        request=request,
-        actor=SecurityEvent.Actor.OPERATOR if actor_user else SecurityEvent.Actor.SYSTEM,
-        actor_user=actor_user,
-        client_id=client.client_id,
-    )
-    return revocation.revoke_refresh_tokens(
-        RefreshToken.objects.filter(client=client),
-        reason=RefreshToken.Reason.CLIENT,
-        request=request,
-        actor=SecurityEvent.Actor.OPERATOR if actor_user else SecurityEvent.Actor.SYSTEM,
-        actor_user=actor_user,
-    )
 
 
 CLIENT_CACHE_SECONDS = 300
@@ -445,17 +422,7 @@ def find_refresh_token(value: str, client: Client, *, request=None) -> RefreshTo
         return None
     if row.rotated_at is not None or row.revoked_at is not None:
         if row.rotated_at is not None:
-            REFRESH_REPLAYS.inc()
-            record_event(
-                SecurityEvent.Kind.REFRESH_REPLAY,
-                request=request,
-                user=row.user,
-                actor=SecurityEvent.Actor.SYSTEM,
-                sid=row.sid,
-                client_id=client.client_id,
-                family=str(row.family),
-            )
-            revocation.revoke_family(row.family, reason=RefreshToken.Reason.REPLAY, request=request)
+            revocation.revoke_refresh_replay(row, client, request=request)
         return None
     if row.expires <= now or not person_active:
         return None

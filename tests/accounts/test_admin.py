@@ -23,14 +23,15 @@ def test_admin_login_goes_through_the_throttled_sign_in_page(client):
 
 
 def test_an_operator_revoking_a_session_signs_that_browser_out_at_once(
-    staff_client, staff_user, user
+    staff_client, staff_user, user, django_capture_on_commit_callbacks
 ):
     victim = signed_in_browser(user)
     row = session_row(victim)
-    response = staff_client.post(
-        "/admin/accounts/usersession/",
-        {"action": "revoke_sessions", "_selected_action": [row.pk]},
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the request's commit
+        response = staff_client.post(
+            "/admin/accounts/usersession/",
+            {"action": "revoke_sessions", "_selected_action": [row.pk]},
+        )
     assert response.status_code == 302
     assert victim.get("/").status_code == 302  # signed out on the very next request
     event = SecurityEvent.objects.get(kind="session_ended", user=user)
@@ -60,11 +61,14 @@ def test_ended_sessions_are_filtered_out_of_the_active_view(staff_client, user):
     assert f">{user.username}<" in ended
 
 
-def test_the_end_all_sessions_button_on_a_user_page(staff_client, user):
+def test_the_end_all_sessions_button_on_a_user_page(
+    staff_client, user, django_capture_on_commit_callbacks
+):
     browsers = [signed_in_browser(user) for _ in range(2)]
     page = staff_client.get(f"/admin/accounts/user/{user.pk}/change/")
     assert b"End all sessions (2 active)" in page.content
-    response = staff_client.post(f"/admin/accounts/user/{user.pk}/end-sessions/")
+    with django_capture_on_commit_callbacks(execute=True):  # the request's commit
+        response = staff_client.post(f"/admin/accounts/user/{user.pk}/end-sessions/")
     assert response.status_code == 302
     assert all(b.get("/").status_code == 302 for b in browsers)
     assert (

@@ -10,11 +10,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import services
 from accounts.models import SecurityEvent, UserSession
 from accounts.sessions import SessionStore
 from tests.conftest import session_row, sign_in
 from tests.factories import PASSWORD
+from tokens import revocation
 
 pytestmark = pytest.mark.django_db
 
@@ -62,10 +62,13 @@ def test_last_seen_is_written_about_once_a_minute_not_on_every_request(logged_in
     assert session_row(logged_in_client).last_seen == stale
 
 
-def test_an_ended_session_is_signed_out_on_its_next_request(user):
+def test_an_ended_session_is_signed_out_on_its_next_request(
+    user, django_capture_on_commit_callbacks
+):
     client = browser(user)
     row = session_row(client)
-    services.end_sessions(UserSession.objects.filter(pk=row.pk), by="system", reason="test")
+    with django_capture_on_commit_callbacks(execute=True):  # the cache entry goes on commit
+        revocation.end_sessions(UserSession.objects.filter(pk=row.pk), by="system", reason="test")
     response = client.get("/account/sessions/")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
     ended = UserSession.objects.get(pk=row.pk)
@@ -85,7 +88,7 @@ def test_an_ended_session_is_never_written_back(user):
     store = SessionStore()
     store["_auth_user_id"] = str(user.pk)
     store.save()
-    services.end_sessions(
+    revocation.end_sessions(
         UserSession.objects.filter(pk=store.stored_key), by="system", reason="test"
     )
     store["more"] = 1
@@ -110,10 +113,11 @@ def test_my_sessions_lists_each_browser_with_device_ip_and_this_device(user):
         assert device.cookies["authserver_session"].value not in body
 
 
-def test_ending_another_session_signs_that_browser_out(user):
+def test_ending_another_session_signs_that_browser_out(user, django_capture_on_commit_callbacks):
     laptop, phone = browser(user), browser(user, IPHONE)
     phone_sid = session_row(phone).sid
-    response = laptop.post(f"/account/sessions/{phone_sid}/end/")
+    with django_capture_on_commit_callbacks(execute=True):  # the request's commit
+        response = laptop.post(f"/account/sessions/{phone_sid}/end/")
     assert response.status_code == 302
     assert not is_signed_in(phone)
     assert is_signed_in(laptop)
@@ -138,9 +142,10 @@ def test_nobody_can_end_someone_elses_session(user):
     assert is_signed_in(victim)
 
 
-def test_end_all_other_sessions_keeps_only_this_one(user):
+def test_end_all_other_sessions_keeps_only_this_one(user, django_capture_on_commit_callbacks):
     here, *others = [browser(user) for _ in range(3)]
-    here.post("/account/sessions/end-others/")
+    with django_capture_on_commit_callbacks(execute=True):  # the request's commit
+        here.post("/account/sessions/end-others/")
     assert is_signed_in(here)
     assert not any(is_signed_in(other) for other in others)
     assert UserSession.objects.active().filter(user=user).count() == 1

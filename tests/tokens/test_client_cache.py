@@ -18,10 +18,10 @@ from django.core.cache import cache
 from django.db import connection
 
 from tokens import client_cache
+from tokens.revocation import deactivate_client
 from tokens.services import (
     _client_key,
     create_client,
-    deactivate_client,
     rotate_client_secret,
 )
 

@@ -3,12 +3,11 @@
 import pytest
 from django.test import Client as Browser
 
-from accounts import services as account_services
 from accounts.models import SecurityEvent, UserSession
 from tests.conftest import session_row, sign_in
 from tests.tokens.conftest import endpoint, exchange, get_code, refresh, token_request
 from tests.tokens.test_token_endpoint import assert_oauth_error
-from tokens import services
+from tokens import revocation, services
 from tokens.models import RefreshToken, RevokedAccessToken
 
 pytestmark = pytest.mark.django_db
@@ -168,7 +167,7 @@ def test_an_operator_revoking_the_session_in_admin_revokes_its_tokens(
 
 
 def test_deactivating_the_person_makes_their_tokens_inactive(user, confidential, tokens):
-    account_services.deactivate_user(user, by="operator")
+    revocation.deactivate_user(user, by="operator")
     assert introspect(confidential, tokens["access_token"]) == {"active": False}
     assert introspect(confidential, tokens["refresh_token"]) == {"active": False}
 
@@ -181,7 +180,7 @@ def test_deactivating_the_client_stops_its_tokens_and_touches_nothing_else(
     resource, secret = services.create_client(
         name="RS", redirect_uris=[], grant_types=["client_credentials"], scopes=[]
     )
-    services.deactivate_client(confidential.client)
+    revocation.deactivate_client(confidential.client)
     assert introspect(Registered(resource, secret), tokens["access_token"]) == {"active": False}
     assert RefreshToken.objects.get().revoke_reason == "client"
     assert UserSession.objects.active().filter(user=user).exists()  # the person stays signed in
@@ -209,7 +208,7 @@ def test_password_change_ends_other_sessions_and_their_tokens(
 def test_client_credentials_tokens_introspect_while_the_client_is_active(confidential):
     value = token_request(confidential, {"grant_type": "client_credentials"}).json()["access_token"]
     assert introspect(confidential, value)["active"] is True
-    services.deactivate_client(confidential.client)
+    revocation.deactivate_client(confidential.client)
     from tests.tokens.conftest import Registered
 
     rs, secret = services.create_client(

@@ -30,7 +30,6 @@ from django.utils import timezone
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from accounts import services
 from accounts.expiry import SESSIONS
 from accounts.models import UserSession
 from authserver import janitor
@@ -39,7 +38,7 @@ from tests import urls_rp
 from tests.conftest import session_row, sign_in
 from tests.factories import UserFactory
 from tests.tokens.conftest import REDIRECT, Registered, exchange, get_code, refresh
-from tokens import logout
+from tokens import logout, revocation
 from tokens.models import BackchannelLogout, Client, RefreshToken
 from tokens.services import create_client
 from tokens.tasks import MAX_RETRIES, deliver_backchannel_logout
@@ -503,7 +502,7 @@ def _operator(browser, user, tokens) -> None:
 
 
 def _deactivation(browser, user, tokens) -> None:
-    services.deactivate_user(user, by=UserSession.EndedBy.OPERATOR)
+    revocation.deactivate_user(user, by=UserSession.EndedBy.OPERATOR)
 
 
 def _expiry_and_purge(browser, user, tokens) -> None:
@@ -588,14 +587,14 @@ def test_only_clients_that_got_tokens_in_that_session_and_registered_a_uri_are_t
 
 
 def test_ending_a_session_again_sends_nothing_more(logged_in_client, user, bcl_client, rp):
-    """Ending is idempotent (accounts/services.py), and so is telling the client (§2.7)."""
+    """Ending is idempotent (tokens/revocation.py), and so is telling the client (§2.7)."""
     tokens_for(logged_in_client, bcl_client)
     row = session_row(logged_in_client)
     logged_in_client.post("/logout/")
     delivery = the_delivery()
     assert logout.deliver(delivery.pk) == "delivered"
-    services.end_sessions(UserSession.objects.filter(pk=row.pk), by="operator", reason="again")
-    services.deactivate_user(user, by=UserSession.EndedBy.OPERATOR)
+    revocation.end_sessions(UserSession.objects.filter(pk=row.pk), by="operator", reason="again")
+    revocation.deactivate_user(user, by=UserSession.EndedBy.OPERATOR)
     UserSession.objects.filter(pk=row.pk).update(expire_date=timezone.now() - timedelta(minutes=1))
     janitor.purge(SESSIONS)
     assert logout.schedule([row.sid]) == []  # even told again, the receiver owes nothing new
@@ -788,7 +787,7 @@ def test_the_admin_lists_deliveries_and_is_read_only(
 def test_an_operator_revokes_a_session_in_admin_and_the_rp_receives_a_valid_logout_token_through_a_real_celery_worker(
     live_server, settings, user, staff_client
 ):
-    """The issue's end-to-end case: admin → end_sessions → sessions_ended → schedule → broker →
+    """The issue's end-to-end case: admin → revocation.end_sessions → schedule → broker →
     worker → HTTP POST to the RP's back-channel endpoint (§2.5), checked independently (§2.4)."""
     settings.ROOT_URLCONF = "tests.urls_rp"
     settings.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = True

@@ -5,11 +5,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts import services as account_services
 from accounts.models import SecurityEvent, UserSession
 from tests.conftest import session_row
 from tests.tokens.conftest import endpoint, exchange, get_code, refresh
 from tests.tokens.test_token_endpoint import assert_oauth_error
+from tokens import revocation
 from tokens.access_tokens import read
 from tokens.models import Client, RefreshToken
 
@@ -149,7 +149,7 @@ def test_a_session_that_died_without_telling_anyone_is_still_checked(
 
 def test_deactivating_the_person_revokes_even_offline_tokens(user, confidential, tokens):
     first = tokens("openid offline_access")
-    account_services.deactivate_user(user, by="operator")
+    revocation.deactivate_user(user, by="operator")
     assert_oauth_error(refresh(confidential, first["refresh_token"]), "invalid_grant")
     assert RefreshToken.objects.get().revoke_reason == "user"
 

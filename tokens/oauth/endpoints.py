@@ -157,6 +157,4 @@ class EndSessionEndpoint(BaseEndSessionEndpoint):
         return client is not None
 
     def end_session(self, end_session_request) -> None:
-        from accounts.services import sign_out
-
-        sign_out(end_session_request.request.django_request)
+        revocation.sign_out(end_session_request.request.django_request)

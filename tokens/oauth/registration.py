@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 
-from tokens import services
+from tokens import revocation, services
 from tokens.models import Client, redirect_uri_problem, token_digest
 
 
@@ -323,7 +323,7 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
         return client
 
     def delete_client(self, client, request) -> None:
-        services.deactivate_client(client)
+        revocation.deactivate_client(client)
         client.delete()
 
 
