@@ -680,7 +680,7 @@ def honest_browser(user=None) -> Browser:
 
 @pytest.mark.parametrize("forgery", ["no-token", "attackers-own-token", "cross-site-origin"])
 @pytest.mark.parametrize("target", CSRF_TARGETS)
-def test_csrf_fails(user, confidential, target, forgery):
+def test_csrf_fails(user, confidential, target, forgery, django_capture_on_commit_callbacks):
     """§4.7 (cross-site request forgery) for the server's own forms, and login CSRF: every
     state-changing form needs the browser's own CSRF token and a same-origin request. A forged
     POST gets the friendly 403 page and changes nothing; the honest one works."""
@@ -718,9 +718,10 @@ def test_csrf_fails(user, confidential, target, forgery):
     assert b"This form has expired" in forged.content
     assert not spec.happened(ctx)
     # And the same form, honestly submitted, does work (so the 403 was the CSRF check)
-    honest = victim.post(
-        path, {**data, "csrfmiddlewaretoken": own_token}, secure=True, HTTP_ORIGIN=ORIGIN
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the request's commit
+        honest = victim.post(
+            path, {**data, "csrfmiddlewaretoken": own_token}, secure=True, HTTP_ORIGIN=ORIGIN
+        )
     assert honest.status_code in (200, 302), honest.status_code
     assert spec.happened(ctx)
 
