@@ -1,6 +1,7 @@
 import logging
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.forms import (
     AuthenticationForm,
@@ -10,10 +11,12 @@ from django.contrib.auth.forms import (
     PasswordResetForm as DjangoPasswordResetForm,
 )
 from django.core.exceptions import ValidationError
+from django.template import loader
 
 from accounts import services, throttle
 from accounts.models import SecurityEvent, User
 from accounts.network import client_ip
+from accounts.tasks import send_email
 from authserver.metrics import LOGIN_FAILURES, LOGIN_LOCKOUTS, LOGIN_THROTTLED
 
 logger = logging.getLogger(__name__)
@@ -100,11 +103,6 @@ class PasswordResetForm(DjangoPasswordResetForm):
     ):
         """Django sends the reset email inside the request; a known address would then answer one
         mail-relay round trip later than an unknown one. Rendered here, sent by a Celery task."""
-        from django.conf import settings
-        from django.template import loader
-
-        from accounts.tasks import send_email
-
         subject = "".join(loader.render_to_string(subject_template_name, context).splitlines())
         body = loader.render_to_string(email_template_name, context)
         if settings.EMAIL_ASYNC:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from importlib import import_module
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.contrib.sessions.base_session import AbstractBaseSession
@@ -132,9 +134,10 @@ class UserSession(AbstractBaseSession):
 
     @classmethod
     def get_session_store_class(cls):
-        from accounts.sessions import SessionStore
-
-        return SessionStore
+        # The store imports this model; the model finds its store the way Django's session
+        # middleware does, through SESSION_ENGINE (accounts.sessions), so neither module
+        # imports the other in a cycle.
+        return import_module(settings.SESSION_ENGINE).SessionStore
 
     def __str__(self) -> str:
         return f"{self.user or 'anonymous'} on {self.device}"

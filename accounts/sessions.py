@@ -11,7 +11,7 @@ This is Django's ``cached_db`` store pointed at our model, with five changes:
 * ``cycle_key`` on a signed-in session (a password change) moves the row to a new key instead of
   copying it, so its ``sid``, start time and the tokens bound to it stay attached.
 
-Revoking a session elsewhere (``accounts.services.end_session``) drops the cache entry, so the
+Revoking a session elsewhere (``tokens.revocation.end_sessions``) drops the cache entry, so the
 next request reads the row, finds it revoked, and is anonymous.
 """
 
@@ -30,7 +30,9 @@ from django.db import IntegrityError, router, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.models import UserSession
 from accounts.network import client_ip, user_agent
+from authserver import janitor
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,6 @@ class SessionStore(CachedDBStore):
 
     @classmethod
     def get_model_class(cls):
-        from accounts.models import UserSession
-
         return UserSession
 
     @staticmethod
@@ -221,8 +221,6 @@ class SessionStore(CachedDBStore):
     @classmethod
     def clear_expired(cls) -> None:
         """Django's hook for dropping expired sessions runs the same bounded purge as the job."""
-        from accounts.expiry import SESSIONS
-        from authserver.janitor import purge
-
-        while purge(SESSIONS).remaining:
+        sessions = janitor.kinds()["sessions"]  # accounts/expiry.py, registered at start-up
+        while janitor.purge(sessions).remaining:
             pass

@@ -23,6 +23,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from accounts.models import LoginCounter
+
 logger = logging.getLogger(__name__)
 
 _STRIKE_MEMORY = 86_400
@@ -61,8 +63,6 @@ class _DatabaseCounters:
 
     @staticmethod
     def _table() -> str:
-        from accounts.models import LoginCounter
-
         return connection.ops.quote_name(LoginCounter._meta.db_table)
 
     def incr(self, key: str, timeout: int, delta: int = 1) -> int:
@@ -80,14 +80,10 @@ class _DatabaseCounters:
             return cursor.fetchone()[0]
 
     def get(self, key: str) -> int:
-        from accounts.models import LoginCounter
-
         row = LoginCounter.objects.filter(key=key, expires__gt=timezone.now()).first()
         return row.count if row else 0
 
     def delete(self, key: str) -> None:
-        from accounts.models import LoginCounter
-
         LoginCounter.objects.filter(key=key).delete()
 
 

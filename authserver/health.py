@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from authserver.celery import app
+
 logger = logging.getLogger(__name__)
 
 PATHS = {"/health/live", "/health/ready"}
@@ -29,22 +31,22 @@ def _database() -> None:
 
 
 def _broker() -> None:
-    from authserver.celery import app
-
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         return  # the quick start's folder broker cannot be down
     with app.connection_for_write() as broker:
         broker.ensure_connection(max_retries=1, timeout=2)
 
 
-def _signing_key() -> None:
-    from tokens import keys
-
-    keys.signing_key()  # creates the first key on a fresh install
+CHECKS = {"database": _database, "broker": _broker}
+CRITICAL = {"database"}
 
 
-CHECKS = {"database": _database, "broker": _broker, "signing_key": _signing_key}
-CRITICAL = {"database", "signing_key"}
+def register_check(name: str, check, *, critical: bool) -> None:
+    """An app adds what it needs to serve (from ``AppConfig.ready()``; this module knows no
+    app). A failing critical check answers 503; any other answers 200 "degraded"."""
+    CHECKS[name] = check
+    if critical:
+        CRITICAL.add(name)
 
 
 def ready() -> tuple[str, dict]:

@@ -19,8 +19,8 @@ from django.db import models, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from authserver.job_figures import record_job
 from authserver.locks import advisory_lock
-from authserver.metrics import record_job
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +118,20 @@ def backlog(kind: Kind, now: datetime | None = None) -> Backlog:
     return Backlog(kind.name, kind.label, figures["waiting"], age)
 
 
-def kinds() -> dict[str, Kind]:
-    """Every kind, in the order the command and the backlog page show them."""
-    from accounts.expiry import KINDS as account_kinds
-    from tokens.expiry import KINDS as token_kinds
+_kinds: dict[str, Kind] = {}
 
-    return {kind.name: kind for kind in (*account_kinds, *token_kinds)}
+
+def register(*kinds: Kind) -> None:
+    """Each app hands the janitor its kinds from ``AppConfig.ready()`` (the janitor knows no
+    app). Registering a kind again replaces it, so a reload is harmless."""
+    for kind in kinds:
+        _kinds[kind.name] = kind
+
+
+def kinds() -> dict[str, Kind]:
+    """Every registered kind, in the order the apps registered them (INSTALLED_APPS order):
+    the order the command and the backlog page show them."""
+    return dict(_kinds)
 
 
 def make_task(kind: Kind):

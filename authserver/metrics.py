@@ -26,6 +26,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from authserver import janitor
+from authserver.job_figures import JOBS_KEY
+
 REQUEST_SECONDS = Histogram(
     "authserver_http_request_duration_seconds",
     "Time to answer a request, by endpoint (URL name) and status class.",
@@ -53,24 +56,6 @@ LOGIN_THROTTLED = Counter(
 
 logger = logging.getLogger(__name__)
 
-_JOBS_KEY = "metrics:jobs"
-
-
-def record_job(task: str, *, seconds: float, rows: int = 0, ok: bool = True) -> None:
-    """Called by Celery tasks: counts land in the shared cache, read back at scrape time."""
-    try:
-        cache.add(f"{_JOBS_KEY}:{task}:runs:{'ok' if ok else 'failed'}", 0, None)
-        cache.incr(f"{_JOBS_KEY}:{task}:runs:{'ok' if ok else 'failed'}")
-        cache.add(f"{_JOBS_KEY}:{task}:rows", 0, None)
-        cache.incr(f"{_JOBS_KEY}:{task}:rows", rows)
-        cache.set(f"{_JOBS_KEY}:{task}:last_seconds", seconds, None)
-        cache.set(f"{_JOBS_KEY}:{task}:last_run", time.time(), None)
-        known = cache.get(_JOBS_KEY, set())
-        if task not in known:
-            cache.set(_JOBS_KEY, known | {task}, None)
-    except Exception:  # metrics must never break a job
-        logger.warning("Could not record job metrics for %s", task, exc_info=True)
-
 
 class SharedCollector:
     """Job runs and the purge backlog, from the shared cache and the database."""
@@ -82,8 +67,6 @@ class SharedCollector:
             logger.warning("Shared metrics unavailable", exc_info=True)
 
     def _collect(self):
-        from authserver import janitor
-
         runs = CounterMetricFamily(
             "authserver_job_runs", "Job runs, by task and outcome.", labels=["task", "outcome"]
         )
@@ -96,12 +79,12 @@ class SharedCollector:
         last = GaugeMetricFamily(
             "authserver_job_last_run_timestamp_seconds", "When a job last ran.", labels=["task"]
         )
-        for task in sorted(cache.get(_JOBS_KEY, set())):
+        for task in sorted(cache.get(JOBS_KEY, set())):
             for outcome in ("ok", "failed"):
-                runs.add_metric([task, outcome], cache.get(f"{_JOBS_KEY}:{task}:runs:{outcome}", 0))
-            rows.add_metric([task], cache.get(f"{_JOBS_KEY}:{task}:rows", 0))
-            seconds.add_metric([task], cache.get(f"{_JOBS_KEY}:{task}:last_seconds", 0))
-            last.add_metric([task], cache.get(f"{_JOBS_KEY}:{task}:last_run", 0))
+                runs.add_metric([task, outcome], cache.get(f"{JOBS_KEY}:{task}:runs:{outcome}", 0))
+            rows.add_metric([task], cache.get(f"{JOBS_KEY}:{task}:rows", 0))
+            seconds.add_metric([task], cache.get(f"{JOBS_KEY}:{task}:last_seconds", 0))
+            last.add_metric([task], cache.get(f"{JOBS_KEY}:{task}:last_run", 0))
         yield from (runs, rows, seconds, last)
 
         figures = cache.get("metrics:backlog")

@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from accounts.models import SecurityEvent
-from tokens import revocation, services
+from tokens import logout, revocation, services
 from tokens.models import (
     BackchannelLogout,
     Client,
@@ -228,8 +228,6 @@ class BackchannelLogoutAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send again now", permissions=["change"])
     def retry(self, request, queryset):
-        from tokens import logout
-
         waiting = queryset.exclude(status=BackchannelLogout.Status.DELIVERED)
         ids = list(waiting.values_list("pk", flat=True))
         waiting.update(status=BackchannelLogout.Status.FAILED)

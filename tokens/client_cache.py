@@ -20,12 +20,45 @@ import threading
 import time
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
 TTL = 60.0
 UNKNOWN = object()  # not in this process's memory: ask the shared cache or the database
+SHARED_SECONDS = 300  # a client's copy in the shared cache (Redis)
+CORS_ORIGINS_KEY = "tokens.cors.known-origins"  # every active client's origins (tokens/cors.py)
+
+
+def shared_key(client_id: str) -> str:
+    """The shared cache's key for one client."""
+    return f"tokens.client:{client_id}"
+
+
+def invalidate(client_ids) -> None:
+    """Clients changed: drop every copy of them, everywhere. Called by the model layer only
+    (``Client.save``/``delete`` and the queryset's ``update``/``delete`` in tokens/models.py),
+    which every write to a client passes through.
+
+    The shared cache is cleared now and again once the change is committed (a lookup in between
+    would cache the row as it was before); this process's memory now, every other process's
+    on commit (Redis pub/sub); the CORS origins with the shared copies.
+    """
+    client_ids = list(client_ids)
+    keys = [shared_key(client_id) for client_id in client_ids] + [CORS_ORIGINS_KEY]
+
+    def drop() -> None:
+        try:
+            cache.delete_many(keys)
+        except Exception:
+            logger.exception(
+                "Could not drop cached clients; they expire within %d s", SHARED_SECONDS
+            )
+
+    drop()
+    transaction.on_commit(drop)
+    changed(client_ids)
 
 
 class _Memory:

@@ -16,10 +16,10 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 
-from tokens import services
+from tokens import client_cache, services
 from tokens.models import Client
 
-CACHE_KEY = "tokens.cors.known-origins"
+CACHE_KEY = client_cache.CORS_ORIGINS_KEY  # dropped with the clients' copies
 
 
 def origin_of(uri: str) -> str | None:
@@ -47,11 +47,6 @@ def known_origins() -> set[str]:
         with suppress(Exception):  # an uncached answer is still right
             cache.set(CACHE_KEY, origins, 60)
     return origins
-
-
-def forget() -> None:
-    with suppress(Exception):  # it expires within a minute anyway
-        cache.delete(CACHE_KEY)
 
 
 def preflight(request: HttpRequest, methods: str) -> HttpResponse:

@@ -15,12 +15,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from tokens.models import SigningKey
+from tokens.models import Client, SigningKey
 
 CACHE_SECONDS = 60
 ALGORITHMS = ("ES256", "RS256")
@@ -155,10 +156,6 @@ class RotationReport:
 
 def longest_token_lifetime() -> int:
     """Seconds the longest-lived token we sign can stay valid: a retired key must outlive it."""
-    from django.db.models import Max
-
-    from tokens.models import Client
-
     longest_access = Client.objects.aggregate(longest=Max("access_token_lifetime"))["longest"] or 0
     # Today's client settings are not enough: a lifetime lowered since a token was signed must not
     # shorten how long its key stays published. Bound it by the most any token may live.

@@ -1,8 +1,9 @@
 """OpenID Connect Back-Channel Logout 1.0: when a browser session ends, every client that got
 tokens in it and registered a ``backchannel_logout_uri`` receives a signed ``logout_token``.
 
-Deliveries are rows (one per session and client, so never two for the same pair), sent by a
-Celery task with retries and exponential back-off, and visible in admin.
+Deliveries are rows (one per session and client, so never two for the same pair), sent by the
+Celery task at the end of this module (with the deliveries it sends, so scheduling one needs no
+import of tokens/tasks.py) with retries and exponential back-off, and visible in admin.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import urllib.parse
 import urllib.request
 from datetime import timedelta
 
+from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from joserfc import jwt
 
+from authserver.job_figures import record_job
 from tokens import keys
 from tokens.models import BackchannelLogout, SessionClient
 
@@ -66,8 +69,6 @@ def schedule(sids: list[str]) -> list[int]:
 def enqueue(delivery_ids: list[int]) -> int:
     """Queue deliveries; if the broker is down, they stay pending and the sweep job
     (``resend_stalled``) queues them once it is back. Ending a session never fails for this."""
-    from tokens.tasks import deliver_backchannel_logout
-
     queued = 0
     for delivery_id in delivery_ids:
         try:
@@ -238,3 +239,23 @@ def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
         delivery.sid, delivery.client.client_id, delivery.status, delivery.attempts,
     )  # fmt: skip
     return "delivered" if delivered else "retry"
+
+
+MAX_RETRIES = 6  # back-off 10 s, 20 s, 40 s, ... about 10 minutes in all
+
+
+@shared_task(
+    bind=True, name="tokens.deliver_backchannel_logout", ignore_result=True, max_retries=MAX_RETRIES
+)
+def deliver_backchannel_logout(self, delivery_id: int) -> str:
+    """POST one logout_token; retry with exponential back-off until delivered or out of tries."""
+    started = time.monotonic()
+    outcome = deliver(delivery_id, final_attempt=self.request.retries >= MAX_RETRIES)
+    record_job(
+        "tokens.deliver_backchannel_logout",
+        seconds=time.monotonic() - started,
+        ok=outcome != "retry",
+    )
+    if outcome == "retry" and self.request.retries < MAX_RETRIES:
+        raise self.retry(countdown=10 * 2**self.request.retries)
+    return outcome

@@ -20,6 +20,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from tokens import client_cache
+
 
 def token_digest(value: str) -> str:
     """SHA-256 of a server-generated, high-entropy token: what the database keeps."""
@@ -39,17 +41,21 @@ class ExpiringQuerySet(models.QuerySet):
 
 
 class ClientQuerySet(models.QuerySet):
-    def update(self, **fields) -> int:
-        """Bulk updates skip save() and its signals: drop the cached copies here too, so a
-        client deactivated or changed by any path takes effect on every host at once."""
-        from tokens import cors
-        from tokens.services import forget_clients
+    """Every write to a client, one row or many, drops its cached copies everywhere (here and
+    in ``Client.save``/``delete``: the one place tokens/client_cache.invalidate is called), so a
+    client deactivated or changed by any path takes effect on every host at once."""
 
+    def update(self, **fields) -> int:
         client_ids = list(self.values_list("client_id", flat=True))
         count = super().update(**fields)
-        forget_clients(client_ids)
-        cors.forget()
+        client_cache.invalidate(client_ids)
         return count
+
+    def delete(self):
+        client_ids = list(self.values_list("client_id", flat=True))
+        result = super().delete()
+        client_cache.invalidate(client_ids)
+        return result
 
 
 class Client(models.Model):
@@ -136,6 +142,15 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.client_id})"
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        client_cache.invalidate([self.client_id])
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        client_cache.invalidate([self.client_id])
+        return result
 
     # --- secrets ---------------------------------------------------------------------------
     def set_new_secret(self) -> str | None:

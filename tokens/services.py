@@ -12,8 +12,8 @@ from datetime import timedelta
 import psycopg
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import connection
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import User, UserSession
@@ -23,6 +23,7 @@ from tokens.models import (
     AuthorizationCode,
     Client,
     Consent,
+    InitialAccessToken,
     RefreshToken,
     RevokedAccessToken,
     SessionClient,
@@ -79,25 +80,20 @@ def rotate_client_secret(client: Client) -> str:
     return secret
 
 
-CLIENT_CACHE_SECONDS = 300
 _NO_CLIENT = "no-such-client"
-
-
-def _client_key(client_id: str) -> str:
-    return f"tokens.client:{client_id}"
 
 
 def active_client(client_id: str | None) -> Client | None:
     """The active client with this id: from this process's memory (tokens/client_cache.py), else
     the shared cache, else the database. Every write to a client drops its copies everywhere
-    (tokens/signals.py and ClientQuerySet.update), so a change takes effect on every host at once."""
+    (client_cache.invalidate, from the model), so a change takes effect on every host at once."""
     if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None  # PostgreSQL text cannot hold NUL; no client id has one
     local = client_cache.get(client_id)
     if local is not client_cache.UNKNOWN:
         return local
     seen = client_cache.generation()
-    key = _client_key(client_id)
+    key = client_cache.shared_key(client_id)
     try:
         cached = cache.get(key)
     except Exception:
@@ -107,37 +103,16 @@ def active_client(client_id: str | None) -> Client | None:
     else:
         client = Client.objects.filter(client_id=client_id, is_active=True).first()
         try:
-            cache.set(key, client or _NO_CLIENT, CLIENT_CACHE_SECONDS)
+            cache.set(key, client or _NO_CLIENT, client_cache.SHARED_SECONDS)
         except Exception:
             logger.warning("Could not cache client %s", client_id)
     client_cache.put(client_id, client, seen)
     return client
 
 
-def forget_clients(client_ids) -> None:
-    """Drop cached copies now, and again once the change is committed: a lookup in between
-    would otherwise cache the row as it was before the change."""
-    client_ids = list(client_ids)
-    keys = [_client_key(client_id) for client_id in client_ids]
-
-    def drop() -> None:
-        try:
-            cache.delete_many(keys)
-        except Exception:
-            logger.exception(
-                "Could not drop cached clients; they expire within %d s", CLIENT_CACHE_SECONDS
-            )
-
-    drop()
-    transaction.on_commit(drop)
-    client_cache.changed(client_ids)
-
-
 # --- dynamic registration ---------------------------------------------------------------------
 def create_initial_access_token(*, note: str = "", days: int = 7, uses: int = 1) -> str:
     """A token that lets its holder register ``uses`` clients within ``days``; shown once."""
-    from tokens.models import InitialAccessToken
-
     value = secrets.token_urlsafe(32)
     InitialAccessToken.objects.create(
         token_digest=token_digest(value),
@@ -150,10 +125,6 @@ def create_initial_access_token(*, note: str = "", days: int = 7, uses: int = 1)
 
 def use_initial_access_token(value: str):
     """Spend one use of an initial access token, atomically; None if unknown, expired or used up."""
-    from django.db.models import F
-
-    from tokens.models import InitialAccessToken
-
     if not value or len(value) > 256:
         return None
     spent = InitialAccessToken.objects.live().filter(

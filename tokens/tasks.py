@@ -4,31 +4,15 @@ import time
 from celery import shared_task
 
 from authserver.janitor import make_task
+from authserver.job_figures import record_job
 from authserver.locks import advisory_lock
-from authserver.metrics import record_job
 from tokens import keys, logout
 from tokens.expiry import KINDS
+from tokens.logout import MAX_RETRIES, deliver_backchannel_logout
+
+__all__ = ["MAX_RETRIES", "deliver_backchannel_logout"]  # defined with the deliveries it sends
 
 logger = logging.getLogger(__name__)
-
-MAX_RETRIES = 6  # back-off 10 s, 20 s, 40 s, ... about 10 minutes in all
-
-
-@shared_task(
-    bind=True, name="tokens.deliver_backchannel_logout", ignore_result=True, max_retries=MAX_RETRIES
-)
-def deliver_backchannel_logout(self, delivery_id: int) -> str:
-    """POST one logout_token; retry with exponential back-off until delivered or out of tries."""
-    started = time.monotonic()
-    outcome = logout.deliver(delivery_id, final_attempt=self.request.retries >= MAX_RETRIES)
-    record_job(
-        "tokens.deliver_backchannel_logout",
-        seconds=time.monotonic() - started,
-        ok=outcome != "retry",
-    )
-    if outcome == "retry" and self.request.retries < MAX_RETRIES:
-        raise self.retry(countdown=10 * 2**self.request.retries)
-    return outcome
 
 
 @shared_task(name="tokens.resend_logout_deliveries", ignore_result=True)

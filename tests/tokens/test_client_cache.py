@@ -19,11 +19,7 @@ from django.db import connection
 
 from tokens import client_cache
 from tokens.revocation import deactivate_client
-from tokens.services import (
-    _client_key,
-    create_client,
-    rotate_client_secret,
-)
+from tokens.services import create_client, rotate_client_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,7 +116,7 @@ def warm(port: int, client) -> None:
                 "UPDATE tokens_client SET secret_digest = %s WHERE client_id = %s",
                 [value, client_id],
             )
-        cache.delete(_client_key(client_id))
+        cache.delete(client_cache.shared_key(client_id))
 
     deadline = time.monotonic() + 10
     while True:

@@ -28,6 +28,7 @@ from django.urls import reverse
 
 from tokens import revocation, services
 from tokens.models import Client, redirect_uri_problem, token_digest
+from tokens.oauth.metadata import provider_metadata
 
 
 class RegistrationClaims(ClientMetadataClaims):
@@ -239,8 +240,6 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         return token
 
     def get_server_metadata(self) -> dict:
-        from tokens.oidc_views import provider_metadata
-
         return provider_metadata()
 
     def extract_client_metadata(self, request):
@@ -300,8 +299,6 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
         pass  # only ever called with a token whose client is gone
 
     def get_server_metadata(self) -> dict:
-        from tokens.oidc_views import provider_metadata
-
         return provider_metadata()
 
     def introspect_client(self, client) -> dict:

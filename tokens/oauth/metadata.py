@@ -1,0 +1,67 @@
+"""The provider's metadata: OpenID Connect Discovery 1.0 §3 and RFC 8414 §2. Served by the
+discovery view and handed to Authlib's registration endpoints (RFC 7591/7592), which check
+requested client metadata against it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+
+from tokens.models import Client
+from tokens.oauth.oidc import ID_TOKEN_ALGORITHMS, SCOPE_CLAIMS
+
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+def _url(name: str) -> str:
+    return settings.ISSUER + reverse(name)
+
+
+def provider_metadata() -> dict:
+    """Everything advertised here works; nothing that does not work is advertised."""
+    return {
+        "issuer": settings.ISSUER,
+        "authorization_endpoint": _url("tokens:authorize"),
+        "token_endpoint": _url("tokens:token"),
+        "userinfo_endpoint": _url("tokens:userinfo"),
+        "jwks_uri": _url("tokens:jwks"),
+        "registration_endpoint": _url("tokens:register"),
+        "end_session_endpoint": _url("tokens:end_session"),
+        "introspection_endpoint": _url("tokens:introspect"),
+        "revocation_endpoint": _url("tokens:revoke"),
+        "scopes_supported": list(settings.OAUTH_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": list(Client.GrantType.values),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ID_TOKEN_ALGORITHMS,
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS[:2],
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": sorted(
+            {
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "acr",
+                "amr",
+                "azp",
+                "sid",
+                "at_hash",
+            }
+            | {claim for claims in SCOPE_CLAIMS.values() for claim in claims}
+        ),
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+    }
