@@ -280,7 +280,7 @@ def _database(read: _Reader, debug: bool, data_dir: Path) -> dict:
         options: dict = {"connect_timeout": 3}
         for key, values in parse_qs(parts.query).items():
             options[key] = values[-1]
-        # The token endpoint's few fixed statements run prepared (tokens/services._hot_cursor);
+        # The token endpoint's few fixed statements run prepared (tokens/token_store.py);
         # Django's own queries never are (it binds on the client). Turn this off behind a
         # transaction-mode PgBouncer older than 1.21, which cannot route prepared statements.
         options["prepare_threshold"] = 5 if prepared else None

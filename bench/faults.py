@@ -584,7 +584,7 @@ class Context:
 
 
 def make_client(name: str, **fields) -> tuple[str, str]:
-    from tokens.services import create_client
+    from tokens.clients import create_client
 
     client, secret = create_client(
         name=name,
@@ -607,7 +607,7 @@ def make_user(username: str):
 # --- 1. PostgreSQL restarted under load ---------------------------------------------------------
 def scenario_postgres(ctx: Context) -> bool:
     from tokens.models import Client, token_digest
-    from tokens.services import store_refresh_token
+    from tokens.refresh_tokens import store_refresh_token
 
     args = ctx.args
     say("\n== 1. PostgreSQL restarted under load")
@@ -792,7 +792,7 @@ def scenario_redis(ctx: Context) -> bool:
 
     from accounts.models import LoginCounter, SecurityEvent, UserSession
     from tokens.models import AuthorizationCode, Client
-    from tokens.services import store_refresh_token
+    from tokens.refresh_tokens import store_refresh_token
 
     say("\n== 2. Redis stopped")
     if ctx.worker is None or not ctx.worker.alive():

@@ -177,7 +177,7 @@ def seed(args: argparse.Namespace) -> Seeded:
     from django.utils import timezone
 
     from tokens import keys
-    from tokens.services import create_client
+    from tokens.clients import create_client
 
     now = timezone.now()
     client, secret = create_client(

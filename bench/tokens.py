@@ -7,7 +7,7 @@ must contain "bench", and it is created, migrated and dropped here):
 
 1. Seeds: a confidential client with the authorization_code, refresh_token and
    client_credentials grants and a second confidential client, the resource server that
-   introspects (both made with ``tokens.services.create_client``); a person and a live browser
+   introspects (both made with ``tokens.clients.create_client``); a person and a live browser
    session (``accounts.UserSession`` with a sid); then with SQL, N refresh tokens ``rt-<i>``
    (each its own family, bound to that session's sid, live for days) and N authorization codes
    ``code-<i>`` (PKCE S256 of one fixed verifier, the client's redirect URI, the session's sid,
@@ -186,7 +186,7 @@ def seed(args: argparse.Namespace) -> Seeded:
 
     from accounts.models import User, UserSession, new_sid
     from tokens import keys
-    from tokens.services import create_client
+    from tokens.clients import create_client
 
     now = timezone.now()
     client, secret = create_client(

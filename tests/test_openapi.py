@@ -29,8 +29,8 @@ from tests.tokens.conftest import (
     token_request,
 )
 from tokens import keys
+from tokens.clients import create_client, create_initial_access_token
 from tokens.oauth.server import get_server
-from tokens.services import create_client, create_initial_access_token
 
 FORM = "application/x-www-form-urlencoded"
 

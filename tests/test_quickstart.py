@@ -67,7 +67,7 @@ def wait_for(url: str, server: subprocess.Popen, log: Path) -> requests.Response
 
 def the_token_flow_works_on_sqlite(base: str, browser: requests.Session, log: Path) -> None:
     """The walkthrough seed_demo prints: the code flow with PKCE, then a refresh and an
-    introspection, whose hot statements take SQLite's path (tokens/services._hot_cursor)."""
+    introspection, whose hot statements take SQLite's path (the ORM, tokens/token_store.py)."""
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
     authorize = (
         f"{base}/authorize?response_type=code&client_id=demo-confidential"

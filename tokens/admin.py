@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from accounts.models import SecurityEvent
-from tokens import logout, revocation, services
+from tokens import clients, logout, revocation
 from tokens.models import (
     BackchannelLogout,
     Client,
@@ -90,7 +90,7 @@ class ClientAdmin(admin.ModelAdmin):
         if deactivating:
             obj.is_active = True  # the service makes the change and revokes the client's tokens
         if not change:
-            obj.client_id = services.new_client_id()
+            obj.client_id = clients.new_client_id()
             request._new_client_secret = obj.set_new_secret()
         elif "client_type" in form.changed_data:
             # A public client keeps no secret; one turned confidential gets a fresh one (never
@@ -129,12 +129,12 @@ class ClientAdmin(admin.ModelAdmin):
         description="Rotate the secret (the old one stops working at once)", permissions=["change"]
     )
     def rotate_secret(self, request, queryset):
-        clients = [client for client in queryset if not client.is_public]
-        if len(clients) != 1:
+        chosen = [client for client in queryset if not client.is_public]
+        if len(chosen) != 1:
             self.message_user(request, "Choose exactly one confidential client.", messages.WARNING)
             return None
         return self._secret_page(
-            request, clients[0], services.rotate_client_secret(clients[0]), created=False
+            request, chosen[0], clients.rotate_client_secret(chosen[0]), created=False
         )
 
     @admin.action(
@@ -257,7 +257,7 @@ class InitialAccessTokenAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change) -> None:
-        request._new_token = services.create_initial_access_token(
+        request._new_token = clients.create_initial_access_token(
             note=form.cleaned_data["note"],
             days=form.cleaned_data["days"],
             uses=form.cleaned_data["uses_left"],

@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 
-from tokens import client_cache, services
+from tokens import client_cache, clients
 from tokens.models import Client
 
 CACHE_KEY = client_cache.CORS_ORIGINS_KEY  # dropped with the clients' copies
@@ -70,7 +70,7 @@ def allow_client_origin(request: HttpRequest, response: HttpResponse) -> HttpRes
         client_id = request.POST.get("client_id") or extract_basic_authorization(request.headers)[0]
     except ValueError:  # an undecodable Basic header was already answered as invalid_client
         return response
-    client = services.active_client(client_id)
+    client = clients.active_client(client_id)
     if client is not None and origin in client_origins(client):
         response["Access-Control-Allow-Origin"] = origin
     response["Vary"] = "Origin"

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.urls import reverse
 
-from tokens import services
+from tokens import clients
 
 
 def redirect_origin(redirect_uri: str) -> str:
@@ -31,7 +31,7 @@ def authorization_redirect_origin(next_url: str | None) -> str | None:
     if parts.path != reverse("tokens:authorize"):
         return None
     params = parse_qs(parts.query)
-    client = services.active_client((params.get("client_id") or [None])[0])
+    client = clients.active_client((params.get("client_id") or [None])[0])
     if client is None:
         return None
     redirect_uri = (params.get("redirect_uri") or [None])[0] or client.get_default_redirect_uri()

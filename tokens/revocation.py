@@ -10,8 +10,12 @@ the back-channel logout deliveries written, all or nothing. What lives outside t
 (``transaction.on_commit``): a rolled-back revocation leaves every live session in the cache
 and queues no logout, and a committed one drops the sessions from the cache at once.
 
-Admin, views, commands, the Authlib glue and the janitor call these functions directly; no
-signal stands in between. Nested calls (a revocation inside the token endpoint's transaction,
+What it writes: ``accounts_usersession`` (``revoked_at``, ``ended_by``, ``end_reason``),
+``accounts_user.is_active`` and ``tokens_client.is_active`` (deactivation),
+``tokens_refreshtoken`` (``revoked_at``, ``revoke_reason``), ``tokens_revokedaccesstoken`` (the
+deny list), ``accounts_securityevent``, and ``tokens_backchannellogout`` (through
+tokens/logout.py). Admin, views, commands, the Authlib glue and the janitor call these
+functions directly; no signal stands in between. Nested calls (a revocation inside the token endpoint's transaction,
 or the janitor's delete) join the caller's transaction as a savepoint.
 """
 

@@ -35,7 +35,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from accounts.sessions import AUTH_TIME_KEY
-from tokens import cors, keys, services
+from tokens import consent, cors, keys
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth.oidc import read_id_token
 from tokens.oauth.registration import error_text
@@ -225,11 +225,11 @@ def authorize(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         decision = request.POST.get("decision")
         if decision == "allow":
-            services.remember_consent(user, client, scopes)
+            consent.remember_consent(user, client, scopes)
             return _respond(request, grant, user)
         if decision == "deny":
             return _respond(request, grant, None)
-    elif "consent" not in oidc.prompts and services.has_consent(user, client, scopes):
+    elif "consent" not in oidc.prompts and consent.has_consent(user, client, scopes):
         return _respond(request, grant, user)
     if "none" in oidc.prompts:
         return _error_back(request, grant, ConsentRequiredError)

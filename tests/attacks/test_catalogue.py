@@ -57,8 +57,8 @@ from tests.tokens.conftest import (
 )
 from tests.tokens.test_logout import CONFIRM, END_SESSION, ORIGIN, signed_in
 from tests.tokens.test_oidc_core import code_flow, userinfo
+from tokens.clients import create_client
 from tokens.models import AuthorizationCode, Client, Consent, RefreshToken
-from tokens.services import create_client
 
 pytestmark = pytest.mark.django_db
 

@@ -41,9 +41,9 @@ from accounts.models import UserSession
 from tests.e2e.conftest import DESKTOP_CHROME
 from tests.factories import PASSWORD, UserFactory
 from tokens import keys
+from tokens.clients import create_client
 from tokens.models import Client
 from tokens.oauth.server import get_server
-from tokens.services import create_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -15,9 +15,9 @@ from tests.fuzz import findings, harness  # noqa: F401 - findings registers itse
 from tests.fuzz.strategies import authorization_values, basic
 from tests.tokens.conftest import Registered, authorize_url, get_code, pkce_pair
 from tokens import keys
+from tokens.clients import create_client, create_initial_access_token
 from tokens.models import Client
 from tokens.oauth.server import get_server
-from tokens.services import create_client, create_initial_access_token
 
 
 def pytest_collection_modifyitems(config, items):

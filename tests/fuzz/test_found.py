@@ -15,7 +15,7 @@ import pytest
 from django.test import Client as Browser
 
 from tests.tokens.conftest import REDIRECT, Registered, authorize_url
-from tokens.services import create_client, create_initial_access_token
+from tokens.clients import create_client, create_initial_access_token
 
 pytestmark = pytest.mark.django_db
 

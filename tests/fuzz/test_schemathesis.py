@@ -32,7 +32,7 @@ from tests.fuzz import harness
 from tests.fuzz.harness import SCHEMATHESIS_MINIMUM, Sent, hypothesis_settings
 from tests.fuzz.strategies import authorization_values, basic
 from tokens import access_tokens
-from tokens.services import create_client, create_initial_access_token
+from tokens.clients import create_client, create_initial_access_token
 
 pytestmark = [
     pytest.mark.django_db,

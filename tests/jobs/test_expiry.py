@@ -17,6 +17,7 @@ from authserver import janitor
 from authserver.celery import app
 from tests.conftest import another_machine_holds
 from tests.factories import UserFactory
+from tokens.clients import create_client
 from tokens.models import (
     AuthorizationCode,
     BackchannelLogout,
@@ -27,7 +28,6 @@ from tokens.models import (
     RevokedAccessToken,
     SessionClient,
 )
-from tokens.services import create_client
 from tokens.tasks import EXPIRY_TASKS
 
 pytestmark = pytest.mark.django_db

@@ -17,8 +17,8 @@ from django.utils import timezone
 from authserver.celery import app
 from authserver.locks import _lock_id
 from tests.factories import UserFactory
+from tokens.clients import create_client
 from tokens.models import AuthorizationCode
-from tokens.services import create_client
 from tokens.tasks import EXPIRY_TASKS
 
 ROOT = Path(__file__).resolve().parents[2]

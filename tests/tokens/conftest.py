@@ -10,8 +10,8 @@ import pytest
 from django.test import Client as Browser
 
 from tokens import keys
+from tokens.clients import create_client
 from tokens.oauth.server import get_server
-from tokens.services import create_client
 
 REDIRECT = "https://app.example.com/callback"
 

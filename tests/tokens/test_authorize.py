@@ -4,8 +4,8 @@ import pytest
 from django.test import Client as Browser
 
 from tests.tokens.conftest import REDIRECT, authorize_url, get_code, pkce_pair, query
+from tokens.clients import create_client
 from tokens.models import AuthorizationCode, Client, Consent, token_digest
-from tokens.services import create_client
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,8 @@ from tests.tokens.conftest import (
     refresh,
     token_request,
 )
+from tokens.clients import create_client
 from tokens.models import Client, RefreshToken, SigningKey
-from tokens.services import create_client
 
 pytestmark = pytest.mark.django_db
 
@@ -378,7 +378,7 @@ def test_the_signing_key_pages_never_show_the_private_key(staff_client, confiden
 
 
 def test_changing_a_client_to_public_drops_its_secret_and_back_gives_a_fresh_one(staff_client):
-    from tokens.services import create_client
+    from tokens.clients import create_client
 
     client, secret = create_client(name="Switcher", redirect_uris=["https://app.example.com/cb"])
     change_url = f"/admin/tokens/client/{client.pk}/change/"

@@ -18,8 +18,8 @@ from django.core.cache import cache
 from django.db import connection
 
 from tokens import client_cache
+from tokens.clients import create_client, rotate_client_secret
 from tokens.revocation import deactivate_client
-from tokens.services import create_client, rotate_client_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from accounts.models import SecurityEvent, UserSession
 from tests.conftest import session_row, sign_in
 from tests.tokens.conftest import endpoint, exchange, get_code, refresh, token_request
 from tests.tokens.test_token_endpoint import assert_oauth_error
-from tokens import revocation, services
+from tokens import clients, revocation
 from tokens.models import RefreshToken, RevokedAccessToken
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +70,7 @@ def test_introspection_requires_a_confidential_client(confidential, public, toke
 def test_a_refresh_token_is_introspected_only_by_its_own_client(tokens):
     from tests.tokens.conftest import Registered
 
-    other, secret = services.create_client(
+    other, secret = clients.create_client(
         name="Resource server", redirect_uris=[], grant_types=["client_credentials"], scopes=[]
     )
     resource_server = Registered(other, secret)
@@ -120,7 +120,7 @@ def test_a_public_client_can_revoke_its_own_tokens(logged_in_client, public):
 def test_a_client_cannot_revoke_another_clients_token(tokens):
     from tests.tokens.conftest import Registered
 
-    other, secret = services.create_client(name="Other", redirect_uris=["https://o.example/cb"])
+    other, secret = clients.create_client(name="Other", redirect_uris=["https://o.example/cb"])
     response = endpoint("/revoke", Registered(other, secret), {"token": tokens["refresh_token"]})
     assert response.status_code == 400
     assert RefreshToken.objects.get().revoked_at is None
@@ -177,7 +177,7 @@ def test_deactivating_the_client_stops_its_tokens_and_touches_nothing_else(
 ):
     from tests.tokens.conftest import Registered
 
-    resource, secret = services.create_client(
+    resource, secret = clients.create_client(
         name="RS", redirect_uris=[], grant_types=["client_credentials"], scopes=[]
     )
     revocation.deactivate_client(confidential.client)
@@ -211,7 +211,7 @@ def test_client_credentials_tokens_introspect_while_the_client_is_active(confide
     revocation.deactivate_client(confidential.client)
     from tests.tokens.conftest import Registered
 
-    rs, secret = services.create_client(
+    rs, secret = clients.create_client(
         name="RS", redirect_uris=[], grant_types=["client_credentials"], scopes=[]
     )
     assert introspect(Registered(rs, secret), value) == {"active": False}

@@ -36,8 +36,8 @@ from tests.tokens.conftest import (
     token_request,
 )
 from tokens import keys, tasks
+from tokens.clients import create_client
 from tokens.models import Client, SigningKey
-from tokens.services import create_client
 
 pytestmark = pytest.mark.django_db
 

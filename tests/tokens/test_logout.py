@@ -39,8 +39,8 @@ from tests.conftest import session_row, sign_in
 from tests.factories import UserFactory
 from tests.tokens.conftest import REDIRECT, Registered, exchange, get_code, refresh
 from tokens import logout, revocation
+from tokens.clients import create_client
 from tokens.models import BackchannelLogout, Client, RefreshToken
-from tokens.services import create_client
 from tokens.tasks import MAX_RETRIES, deliver_backchannel_logout
 
 pytestmark = pytest.mark.django_db

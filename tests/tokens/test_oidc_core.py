@@ -32,8 +32,8 @@ from tests.tokens.conftest import (
     token_request,
 )
 from tests.tokens.test_token_endpoint import assert_oauth_error
+from tokens.clients import create_client
 from tokens.models import Client
-from tokens.services import create_client
 
 pytestmark = pytest.mark.django_db
 

@@ -40,7 +40,7 @@ def test_a_refresh_rotates_the_refresh_token(confidential, tokens):
 
 
 def test_the_refresh_path_runs_prepared_statements(confidential, tokens):
-    """tokens/services._hot_cursor: the lookup, the compare-and-set and the insert are planned
+    """tokens/token_store.py: the lookup, the compare-and-set and the insert are planned
     once per connection (DATABASE_PREPARED_STATEMENTS), not on every refresh."""
     from django.db import connection
 
@@ -96,7 +96,7 @@ def test_scope_may_be_narrowed_but_not_widened(confidential, tokens):
 
 def test_a_refresh_token_belongs_to_its_client(confidential, tokens):
     from tests.tokens.conftest import Registered
-    from tokens.services import create_client
+    from tokens.clients import create_client
 
     first = tokens()
     other, secret = create_client(name="Other", redirect_uris=["https://other.example/cb"])
@@ -156,7 +156,7 @@ def test_deactivating_the_person_revokes_even_offline_tokens(user, confidential,
 
 def test_a_client_without_the_refresh_grant_gets_no_refresh_token(logged_in_client):
     from tests.tokens.conftest import REDIRECT, Registered
-    from tokens.services import create_client
+    from tokens.clients import create_client
 
     client, secret = create_client(
         name="No refresh", redirect_uris=[REDIRECT], grant_types=["authorization_code"]

@@ -9,8 +9,8 @@ from django.test import Client as Browser
 
 from accounts.models import SecurityEvent
 from tests.tokens.conftest import REDIRECT, endpoint, exchange, get_code, refresh, token_request
+from tokens.clients import create_client
 from tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
-from tokens.services import create_client
 
 pytestmark = pytest.mark.django_db
 

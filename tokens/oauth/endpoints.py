@@ -12,7 +12,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEnd
 from authlib.oidc.rpinitiated import EndSessionEndpoint as BaseEndSessionEndpoint
 
 from accounts.models import SecurityEvent
-from tokens import access_tokens, keys, revocation, services
+from tokens import access_tokens, keys, refresh_tokens, revocation
 from tokens.models import RefreshToken, token_digest
 from tokens.oauth.oidc import ID_TOKEN_ALGORITHMS, read_id_token
 
@@ -30,7 +30,7 @@ class AccessTokenRecord:
         return False  # access_tokens.read() returns only unexpired tokens
 
     def is_revoked(self) -> bool:
-        return not services.access_token_is_live(self.claims)
+        return not access_tokens.access_token_is_live(self.claims)
 
 
 def find_token(value: str, hint: str | None):
@@ -100,7 +100,7 @@ class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
                 "token_type": "Bearer",
                 **{k: claims[k] for k in fields if k in claims},
             }
-        if not services.refresh_token_is_live(token):
+        if not refresh_tokens.refresh_token_is_live(token):
             return {"active": False}
         return {
             "active": True,

@@ -1,5 +1,5 @@
 """Authlib's grants, bound to our models and services. Short on purpose: rules live in
-tokens/services.py."""
+tokens/codes.py and tokens/refresh_tokens.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
-from tokens import access_tokens, services
+from tokens import access_tokens, codes, refresh_tokens
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -66,7 +66,7 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         session = request.django_request.session
         auth_time = session.get(AUTH_TIME_KEY)
         data = request.payload.data
-        services.save_authorization_code(
+        codes.save_authorization_code(
             code,
             client=request.client,
             user=request.user,
@@ -81,11 +81,11 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         )
 
     def query_authorization_code(self, code: str, client):
-        return services.find_code_for_exchange(code, client, request=self.request.django_request)
+        return codes.find_code_for_exchange(code, client, request=self.request.django_request)
 
     def delete_authorization_code(self, authorization_code) -> None:
         # Kept, marked used, so a second redemption is recognised as a replay.
-        services.mark_code_used(authorization_code, getattr(self.request, "issued_access", None))
+        codes.mark_code_used(authorization_code, getattr(self.request, "issued_access", None))
 
     def authenticate_user(self, authorization_code):
         user = authorization_code.user
@@ -101,14 +101,14 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def authenticate_refresh_token(self, refresh_token: str):
-        row = services.find_refresh_token(
+        row = refresh_tokens.find_refresh_token(
             refresh_token, self.request.client, request=self.request.django_request
         )
         if row is None:
             return None
         # Check the scope before using the token up: a request that would fail must not burn it.
         self._validate_token_scope(row)
-        if not services.rotate(row):
+        if not refresh_tokens.rotate(row):
             return None  # a concurrent refresh with this token won
         return row
 

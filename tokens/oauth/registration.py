@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 
-from tokens import revocation, services
+from tokens import clients, revocation
 from tokens.models import Client, redirect_uri_problem, token_digest
 from tokens.oauth.metadata import provider_metadata
 
@@ -232,7 +232,7 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
     def authenticate_token(self, request):
         value = _bearer(request)
         if value is not None:
-            token = services.use_initial_access_token(value)  # a bad token is refused, even if open
+            token = clients.use_initial_access_token(value)  # a bad token is refused, even if open
         else:
             token = "open" if settings.OPEN_REGISTRATION else None
         if token is None:
@@ -250,7 +250,7 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         with transaction.atomic():  # a refused registration does not spend the token's use
             self.authenticate_token(request)
             metadata = self.extract_client_metadata(request)
-            client = apply(Client(client_id=services.new_client_id()), client_fields(metadata))
+            client = apply(Client(client_id=clients.new_client_id()), client_fields(metadata))
             secret = client.set_new_secret()
             client.save()
         body = {**describe(client), **registration_info(client)}

@@ -27,7 +27,7 @@ from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 
 from accounts.models import User
-from tokens import access_tokens, services
+from tokens import access_tokens
 
 
 @dataclass
@@ -98,7 +98,7 @@ def verify(request: HttpRequest, required_scopes: tuple[str, ...] = ()) -> dict:
     audiences = audience if isinstance(audience, list) else [audience]
     if settings.ACCESS_TOKEN_AUDIENCE not in audiences:
         raise TokenError("invalid_token", "The access token is for another audience.")
-    if not jwks_url and not services.access_token_is_live(claims):
+    if not jwks_url and not access_tokens.access_token_is_live(claims):
         raise TokenError("invalid_token", "The access token has been revoked.")
     granted = set(claims.get("scope", "").split())
     missing = [scope for scope in required_scopes if scope not in granted]

@@ -9,7 +9,7 @@ from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
 from django.conf import settings
 
-from tokens import services
+from tokens import clients, refresh_tokens
 from tokens.models import Client, RefreshToken
 from tokens.oauth.endpoints import EndSessionEndpoint, IntrospectionEndpoint, RevocationEndpoint
 from tokens.oauth.grants import (
@@ -40,7 +40,7 @@ class OAuth2Request(DjangoOAuth2Request):
 
 class AuthorizationServer(DjangoAuthorizationServer):
     def query_client(self, client_id: str) -> Client | None:
-        return services.active_client(client_id)
+        return clients.active_client(client_id)
 
     def create_oauth2_request(self, request) -> OAuth2Request:
         return OAuth2Request(request)
@@ -63,7 +63,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
             scope, sid, auth_time = parent.scope, parent.sid, parent.auth_time
         else:
             scope, sid, auth_time = code.scope, code.sid, code.auth_time
-        services.store_refresh_token(
+        refresh_tokens.store_refresh_token(
             refresh_token,
             client=request.client,
             user=request.user,

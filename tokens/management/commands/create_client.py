@@ -3,7 +3,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from tokens import services
+from tokens import clients
 from tokens.models import Client
 
 
@@ -42,7 +42,7 @@ class Command(BaseCommand):
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
         try:
-            client, secret = services.create_client(
+            client, secret = clients.create_client(
                 name=name,
                 redirect_uris=redirect_uris,
                 public=public,

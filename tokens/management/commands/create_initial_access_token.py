@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.urls import reverse
 
-from tokens import services
+from tokens import clients
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, note: str, days: int, uses: int, **options):
-        token = services.create_initial_access_token(note=note, days=days, uses=uses)
+        token = clients.create_initial_access_token(note=note, days=days, uses=uses)
         self.stdout.write(
             json.dumps(
                 {
