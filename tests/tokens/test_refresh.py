@@ -41,10 +41,14 @@ def test_a_refresh_rotates_the_refresh_token(confidential, tokens):
 
 def test_the_refresh_path_runs_prepared_statements(confidential, tokens):
     """tokens/token_store.py: the lookup, the compare-and-set and the insert are planned
-    once per connection (DATABASE_PREPARED_STATEMENTS), not on every refresh."""
+    once per connection (DATABASE_PREPARED_STATEMENTS), not on every refresh: prepared at once
+    by hand, or by psycopg after ``prepare_threshold`` runs when Django binds on the server
+    (``server_side_binding``), so the chain refreshes past that threshold."""
     from django.db import connection
 
-    refresh(confidential, tokens()["refresh_token"])
+    value = tokens()["refresh_token"]
+    for _ in range(6):  # authserver/env.py: prepare_threshold = 5
+        value = refresh(confidential, value).json()["refresh_token"]
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
