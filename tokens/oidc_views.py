@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6750 import InvalidTokenError
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -87,16 +88,6 @@ def discovery(request: HttpRequest) -> JsonResponse:
     return response
 
 
-def _bearer_error(error: resource.TokenError) -> JsonResponse:
-    body = {"error": error.error or "invalid_request"}
-    if error.description:
-        body["error_description"] = error.description
-    response = JsonResponse(body, status=error.status)
-    response["WWW-Authenticate"] = error.www_authenticate()
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 @csrf_exempt  # a bearer token, not a cookie, authenticates this request
 @never_cache
 @require_http_methods(["GET", "POST", "OPTIONS"])
@@ -106,13 +97,11 @@ def userinfo(request: HttpRequest) -> HttpResponse:
         return cors.preflight(request, "GET, POST")
     try:
         claims = resource.verify(request, ("openid",))
-    except resource.TokenError as error:
-        return _bearer_error(error)
+    except OAuth2Error as error:
+        return resource.error_response(error)
     user = resource.token_user(claims)
     if not user.is_authenticated:
-        return _bearer_error(
-            resource.TokenError("invalid_token", "The token does not speak for a person.")
-        )
+        return resource.error_response(InvalidTokenError("The token does not speak for a person."))
     response = JsonResponse(user_claims(user, claims.get("scope", "").split()))
     response["Access-Control-Allow-Origin"] = "*"  # a bearer token, never a cookie, grants this
     return response
