@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from authlib.oauth2 import OAuth2Error
@@ -107,22 +108,35 @@ def userinfo(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def _validated_logout(view):
+    """RP-Initiated Logout 1.0 §2-§3 for both steps: Authlib validates the request (id_token_hint,
+    client_id, post_logout_redirect_uri, state) and the view gets it; a bad one gets an error
+    page, never a redirect."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        server = get_server()
+        try:
+            logout = server.validate_endpoint_request("end_session", request)
+        except OAuth2Error as error:
+            return render(
+                request,
+                "tokens/logout_error.html",
+                {"description": error.get_error_description()},
+                status=400,
+            )
+        return view(request, server, logout)
+
+    return wrapper
+
+
 @csrf_exempt  # relying parties may POST here from their own origin (RP-Initiated Logout §2)
 @never_cache
 @require_http_methods(["GET", "POST"])
-def end_session(request: HttpRequest) -> HttpResponse:
+@_validated_logout
+def end_session(request: HttpRequest, server, logout) -> HttpResponse:
     """RP-Initiated Logout 1.0. A request tied to this browser's session (a valid id_token_hint
     for it) signs out at once; anything else asks the person first."""
-    server = get_server()
-    try:
-        logout = server.validate_endpoint_request("end_session", request)
-    except OAuth2Error as error:
-        return render(
-            request,
-            "tokens/logout_error.html",
-            {"description": error.get_error_description()},
-            status=400,
-        )
     if request.user.is_authenticated and not _tied_to_this_session(request, logout.id_token_claims):
         response = render(
             request,
@@ -140,18 +154,9 @@ def end_session(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def end_session_confirmed(request: HttpRequest) -> HttpResponse:
+@_validated_logout
+def end_session_confirmed(request: HttpRequest, server, logout) -> HttpResponse:
     """The confirmation page's answer; CSRF-protected, unlike the RP-facing endpoint."""
-    server = get_server()
-    try:
-        logout = server.validate_endpoint_request("end_session", request)
-    except OAuth2Error as error:
-        return render(
-            request,
-            "tokens/logout_error.html",
-            {"description": error.get_error_description()},
-            status=400,
-        )
     return _finish_logout(request, server, logout)
 
 
