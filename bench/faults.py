@@ -70,11 +70,10 @@ from common import (
     GUNICORN_CONFIG,
     ROOT,
     _config_without_access_log,
-    check_database_url,
+    bench_client,
     free_port,
-    migrate,
+    prepare_database,
     server_env,
-    setup_django,
     stop,
     table,
 )
@@ -584,17 +583,8 @@ class Context:
 
 
 def make_client(name: str, **fields) -> tuple[str, str]:
-    from tokens.services import create_client
-
-    client, secret = create_client(
-        name=name,
-        redirect_uris=fields.pop("redirect_uris", ["http://127.0.0.1:9/callback"]),
-        grant_types=fields.pop(
-            "grant_types", ["authorization_code", "refresh_token", "client_credentials"]
-        ),
-        consent="skip",
-        **fields,
-    )
+    fields.setdefault("redirect_uris", ["http://127.0.0.1:9/callback"])
+    client, secret = bench_client(name, consent="skip", **fields)
     return client.client_id, secret or ""
 
 
@@ -1445,9 +1435,8 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
         args.database_url = cluster.url
         args.redis, args.cache_db, args.broker_db = redis.url, 0, 1
-        check_database_url(args.database_url)
-        migrate(args)
-        setup_django(args)
+        args.keep_db = True  # the whole cluster goes at the end
+        prepare_database(args)
         # This process is an operator's shell: the client-cache listener's reconnect warnings
         # while Redis is down are the product's logs, not the report.
         logging.getLogger("tokens.client_cache").setLevel(logging.ERROR)
