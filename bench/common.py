@@ -71,6 +71,15 @@ def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
     return env
 
 
+def bench_parser(doc: str, **database) -> argparse.ArgumentParser:
+    """A bench's command line, described by the first line of its docstring; with ``database``
+    (add_database_arguments' keywords), the options of its own database and Redis."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    if database:
+        add_database_arguments(parser, **database)
+    return parser
+
+
 def add_database_arguments(
     parser: argparse.ArgumentParser, *, default_url: str, env: str, cache_db: int, broker_db: int
 ) -> None:

@@ -71,6 +71,7 @@ from common import (
     ROOT,
     _config_without_access_log,
     bench_client,
+    bench_parser,
     free_port,
     prepare_database,
     server_env,
@@ -110,7 +111,7 @@ class CouldNotRun(Exception):
 
 # --- options ------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = bench_parser(__doc__)  # its own throw-away PostgreSQL and Redis: no database options
     add = parser.add_argument
     add("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios (in this order)")
     add("--keep", action="store_true", help="leave the cluster, Redis and the logs for debugging")

@@ -54,8 +54,8 @@ from common import (
     GUNICORN_CONFIG,
     ROOT,
     CpuSampler,
-    add_database_arguments,
     bench_client,
+    bench_parser,
     check_database_url,
     digest_sql,
     free_port,
@@ -81,15 +81,9 @@ TARGET_P99_RATIO = 2.0
 
 # --- configuration ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    database = {"default_url": DEFAULT_DATABASE_URL, "env": "BENCH_DATABASE_URL"}
+    parser = bench_parser(__doc__, **database, cache_db=12, broker_db=13)
     add = parser.add_argument
-    add_database_arguments(
-        parser,
-        default_url=DEFAULT_DATABASE_URL,
-        env="BENCH_DATABASE_URL",
-        cache_db=12,
-        broker_db=13,
-    )
     add("--stale", type=int, default=1_000_000, help="stale refresh tokens")
     add("--live", type=int, default=1_000_000, help="live refresh tokens")
     add("--keep", type=int, default=40_000, help="not live, not yet stale: must be kept")

@@ -67,8 +67,8 @@ from common import (
     GUNICORN_CONFIG,
     ROOT,
     CpuSampler,
-    add_database_arguments,
     bench_client,
+    bench_parser,
     can_pin,
     check_database_url,
     database_name,
@@ -118,15 +118,9 @@ QUIET_LOAD, QUIET_BUSY = 0.5, 10.0
 
 # --- configuration ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    database = {"default_url": DEFAULT_DATABASE_URL, "env": "BENCH_TOKENS_DATABASE_URL"}
+    parser = bench_parser(__doc__, **database, cache_db=10, broker_db=11)
     add = parser.add_argument
-    add_database_arguments(
-        parser,
-        default_url=DEFAULT_DATABASE_URL,
-        env="BENCH_TOKENS_DATABASE_URL",
-        cache_db=10,
-        broker_db=11,
-    )
     add("--duration", type=float, default=10.0, help="measured seconds per scenario (10)")
     add("--warmup", type=float, default=2.0, help="warm-up seconds per scenario (2)")
     add("--connections", type=int, default=8, help="wrk connections (-c, default 8)")

@@ -118,22 +118,27 @@ def form_error(response) -> str:
     return re.sub(r"<[^>]+>|\s+", " ", match.group(1)).strip() if match else ""
 
 
+def second_connection(**options) -> psycopg.Connection:
+    """A PostgreSQL connection of its own to the test database, as another process would have."""
+    params = connection.get_connection_params()
+    return psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        host=params.get("host"),
+        port=params.get("port"),
+        user=params.get("user"),
+        password=params.get("password"),
+        **options,
+    )
+
+
 @contextmanager
 def another_machine_holds(lock_name: str):
     """Another machine running a job: a second PostgreSQL connection holds its advisory lock.
 
     It unlocks explicitly on the way out: closing the connection frees the lock only once the
     server has handled the disconnect, which a query right after could beat."""
-    params = connection.get_connection_params()
     lock = _lock_id(lock_name)
-    with psycopg.connect(
-        dbname=connection.settings_dict["NAME"],
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        password=params.get("password"),
-        autocommit=True,
-    ) as other_machine:
+    with second_connection(autocommit=True) as other_machine:
         other_machine.execute("SELECT pg_advisory_lock(%s)", [lock])
         try:
             yield

@@ -12,7 +12,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.utils.module_loading import import_string
 
 from authserver.middleware import ProtocolRouter
@@ -65,14 +65,14 @@ def test_middleware_is_the_protocol_list_the_router_and_the_browser_list(setting
     ]
     assert not set(settings.PROTOCOL_MIDDLEWARE) & set(settings.BROWSER_MIDDLEWARE)
     # Which endpoints skip the browser stack is a decision, not a side effect: change it here too.
-    assert set(settings.PROTOCOL_URL_NAMES) == {
-        "tokens:token",
-        "tokens:introspect",
-        "tokens:revoke",
-        "tokens:userinfo",
-        "tokens:jwks",
-        "tokens:openid_configuration",
-        "tokens:oauth_metadata",
+    assert {reverse(name) for name in settings.PROTOCOL_URL_NAMES} == {
+        "/token",
+        "/introspect",
+        "/revoke",
+        "/userinfo",
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
     }
 
 

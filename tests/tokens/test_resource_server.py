@@ -27,6 +27,12 @@ def user_token(logged_in_client, confidential) -> str:
     return exchange(confidential, code, verifier).json()["access_token"]
 
 
+def client_token_for(client, scope: str) -> str:
+    """An access token the client got for itself (client credentials), with ``scope``."""
+    body = token_request(client, {"grant_type": "client_credentials", "scope": scope}).json()
+    return body["access_token"]
+
+
 def call(path: str, token: str | None = None, scheme: str = "Bearer"):
     headers = {"HTTP_AUTHORIZATION": f"{scheme} {token}"} if token else {}
     return Browser().get(path, secure=True, **headers)
@@ -57,9 +63,7 @@ def test_a_bad_token_is_401_invalid_token(path):
 
 def test_a_token_without_the_scope_is_403_insufficient_scope(confidential):
     """RFC 6750 §3.1: insufficient_scope."""
-    value = token_request(
-        confidential, {"grant_type": "client_credentials", "scope": "email"}
-    ).json()["access_token"]
+    value = client_token_for(confidential, "email")
     response = call("/plain/profile", value)
     assert response.status_code == 403
     assert (
@@ -70,9 +74,7 @@ def test_a_token_without_the_scope_is_403_insufficient_scope(confidential):
 
 
 def test_a_client_token_carries_no_person(confidential):
-    value = token_request(
-        confidential, {"grant_type": "client_credentials", "scope": "profile"}
-    ).json()["access_token"]
+    value = client_token_for(confidential, "profile")
     response = call("/api/profile", value)
     assert response.status_code == 200
     assert response.json() == {"user": None, "client": confidential.client_id}
@@ -101,9 +103,7 @@ def test_a_remote_resource_server_checks_signatures_against_the_published_jwks(
     live_server, settings, confidential
 ):
     """Offline validation, as another deployment would do it: keys from the JWKS URL."""
-    value = token_request(
-        confidential, {"grant_type": "client_credentials", "scope": "profile"}
-    ).json()["access_token"]
+    value = client_token_for(confidential, "profile")
     settings.RESOURCE_SERVER_JWKS_URL = f"{live_server.url}/.well-known/jwks.json"
     resource.forget_remote_keys()
     try:
@@ -157,9 +157,7 @@ def jwks_server(settings):
 
 @pytest.fixture
 def client_token(confidential) -> str:
-    return token_request(
-        confidential, {"grant_type": "client_credentials", "scope": "openid profile"}
-    ).json()["access_token"]
+    return client_token_for(confidential, "openid profile")
 
 
 def refused_url() -> str:
