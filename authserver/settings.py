@@ -34,12 +34,20 @@ INSTALLED_APPS = [
     "rest_framework",
 ]
 
-MIDDLEWARE = [
+# --- Middleware -------------------------------------------------------------------------------
+# Two stacks, one list each; authserver.middleware.ProtocolRouter sits between them. Every
+# request runs PROTOCOL_MIDDLEWARE. The protocol endpoints (PROTOCOL_URL_NAMES: machine to
+# machine, no cookie, session, CSRF token or page) run nothing else; every other request goes on
+# through BROWSER_MIDDLEWARE. Add a middleware to one of the two lists, never to MIDDLEWARE
+# itself: start-up refuses a MIDDLEWARE that is not exactly the two lists around the router
+# (tests/test_middleware.py runs every route of the URLconf and checks which stack it got).
+PROTOCOL_MIDDLEWARE = [
     "authserver.logs.RequestIdMiddleware",
     "authserver.metrics.MetricsMiddleware",
     "authserver.health.HealthMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "authserver.middleware.ProtocolFastPath",
+    "django.middleware.security.SecurityMiddleware",  # HSTS, nosniff, HTTPS redirect
+]
+BROWSER_MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -49,6 +57,17 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "authserver.middleware.SecurityHeadersMiddleware",
 ]
+MIDDLEWARE = [*PROTOCOL_MIDDLEWARE, "authserver.middleware.ProtocolRouter", *BROWSER_MIDDLEWARE]
+# Routes without arguments whose views need no browser middleware (see above).
+PROTOCOL_URL_NAMES = (
+    "tokens:token",
+    "tokens:introspect",
+    "tokens:revoke",
+    "tokens:userinfo",
+    "tokens:jwks",
+    "tokens:openid_configuration",
+    "tokens:oauth_metadata",
+)
 
 ROOT_URLCONF = "authserver.urls"
 WSGI_APPLICATION = "authserver.wsgi.application"

@@ -71,6 +71,32 @@ def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
     return env
 
 
+def bench_parser(doc: str, **database) -> argparse.ArgumentParser:
+    """A bench's command line, described by the first line of its docstring; with ``database``
+    (add_database_arguments' keywords), the options of its own database and Redis."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    if database:
+        add_database_arguments(parser, **database)
+    return parser
+
+
+def add_database_arguments(
+    parser: argparse.ArgumentParser, *, default_url: str, env: str, cache_db: int, broker_db: int
+) -> None:
+    """--database-url (its name must contain 'bench'), --redis, --cache-db, --broker-db and
+    --keep-db: each bench on databases of its own, so benches never share or drop each other's."""
+    add = parser.add_argument
+    add(
+        "--database-url",
+        default=os.environ.get(env, default_url),
+        help=f"the bench's own database; its name must contain 'bench' (env {env})",
+    )
+    add("--redis", default=os.environ.get("BENCH_REDIS", DEFAULT_REDIS), help="Redis base URL")
+    add("--cache-db", type=int, default=cache_db, help=f"Redis database for the cache ({cache_db})")
+    add("--broker-db", type=int, default=broker_db, help=f"Redis database for Celery ({broker_db})")
+    add("--keep-db", action="store_true", help="do not drop the database at the end")
+
+
 # --- CPUs ---------------------------------------------------------------------------------------
 def can_pin() -> bool:
     return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
@@ -145,6 +171,40 @@ def setup_django(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
+
+
+def prepare_database(args: argparse.Namespace) -> None:
+    """The bench's database created afresh and migrated, and Django set up in this process."""
+    check_database_url(args.database_url)
+    print(f"== database {database_name(args.database_url)}: create, migrate", flush=True)
+    started = time.monotonic()
+    migrate(args)
+    print(f"  {time.monotonic() - started:.1f} s", flush=True)
+    setup_django(args)
+
+
+def release_database(args: argparse.Namespace) -> None:
+    """This process's connections closed and, unless --keep-db, the bench's database dropped."""
+    if "django" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    if not getattr(args, "keep_db", False):
+        drop_database(args.database_url)
+        print(f"== database {database_name(args.database_url)} dropped")
+
+
+def bench_client(name: str = "Bench client", **fields) -> tuple[object, str | None]:
+    """A client registered as the server registers one, and the active signing key any running
+    server has. Defaults: the bench callback, code + refresh + client credentials."""
+    from tokens import keys
+    from tokens.clients import create_client
+
+    fields.setdefault("redirect_uris", ["https://client.bench.test/callback"])
+    fields.setdefault("grant_types", ["authorization_code", "refresh_token", "client_credentials"])
+    client, secret = create_client(name=name, **fields)
+    keys.signing_key()
+    return client, secret
 
 
 def digest_sql(prefix: str, column: str = "g") -> str:

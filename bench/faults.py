@@ -70,11 +70,11 @@ from common import (
     GUNICORN_CONFIG,
     ROOT,
     _config_without_access_log,
-    check_database_url,
+    bench_client,
+    bench_parser,
     free_port,
-    migrate,
+    prepare_database,
     server_env,
-    setup_django,
     stop,
     table,
 )
@@ -111,7 +111,7 @@ class CouldNotRun(Exception):
 
 # --- options ------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = bench_parser(__doc__)  # its own throw-away PostgreSQL and Redis: no database options
     add = parser.add_argument
     add("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios (in this order)")
     add("--keep", action="store_true", help="leave the cluster, Redis and the logs for debugging")
@@ -584,17 +584,8 @@ class Context:
 
 
 def make_client(name: str, **fields) -> tuple[str, str]:
-    from tokens.clients import create_client
-
-    client, secret = create_client(
-        name=name,
-        redirect_uris=fields.pop("redirect_uris", ["http://127.0.0.1:9/callback"]),
-        grant_types=fields.pop(
-            "grant_types", ["authorization_code", "refresh_token", "client_credentials"]
-        ),
-        consent="skip",
-        **fields,
-    )
+    fields.setdefault("redirect_uris", ["http://127.0.0.1:9/callback"])
+    client, secret = bench_client(name, consent="skip", **fields)
     return client.client_id, secret or ""
 
 
@@ -1445,9 +1436,8 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
         args.database_url = cluster.url
         args.redis, args.cache_db, args.broker_db = redis.url, 0, 1
-        check_database_url(args.database_url)
-        migrate(args)
-        setup_django(args)
+        args.keep_db = True  # the whole cluster goes at the end
+        prepare_database(args)
         # This process is an operator's shell: the client-cache listener's reconnect warnings
         # while Redis is down are the product's logs, not the report.
         logging.getLogger("tokens.client_cache").setLevel(logging.ERROR)

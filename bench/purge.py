@@ -51,21 +51,20 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from common import (
-    DEFAULT_REDIS,
     GUNICORN_CONFIG,
     ROOT,
     CpuSampler,
+    bench_client,
+    bench_parser,
     check_database_url,
-    database_name,
     digest_sql,
-    drop_database,
     free_port,
-    migrate,
     ms,
     pin,
     pin_self,
+    prepare_database,
+    release_database,
     server_env,
-    setup_django,
     show_log,
     start_server,
     stop,
@@ -82,16 +81,9 @@ TARGET_P99_RATIO = 2.0
 
 # --- configuration ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    database = {"default_url": DEFAULT_DATABASE_URL, "env": "BENCH_DATABASE_URL"}
+    parser = bench_parser(__doc__, **database, cache_db=12, broker_db=13)
     add = parser.add_argument
-    add(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="the bench's own database; its name must contain 'bench' (env BENCH_DATABASE_URL)",
-    )
-    add("--redis", default=os.environ.get("BENCH_REDIS", DEFAULT_REDIS), help="Redis base URL")
-    add("--cache-db", type=int, default=12, help="Redis database for the cache (default 12)")
-    add("--broker-db", type=int, default=13, help="Redis database for Celery (default 13)")
     add("--stale", type=int, default=1_000_000, help="stale refresh tokens")
     add("--live", type=int, default=1_000_000, help="live refresh tokens")
     add("--keep", type=int, default=40_000, help="not live, not yet stale: must be kept")
@@ -118,7 +110,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="CPU the purge process is pinned to (default 1, with the load); -1: not pinned",
     )
-    add("--keep-db", action="store_true", help="do not drop the database at the end")
     add("--no-explain", action="store_true", help="skip EXPLAIN of the first batch's SELECT")
     add("--worker", nargs="+", metavar="KIND", help=argparse.SUPPRESS)  # internal: purge process
     return parser.parse_args(argv)
@@ -176,16 +167,8 @@ def seed(args: argparse.Namespace) -> Seeded:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from tokens import keys
-    from tokens.clients import create_client
-
     now = timezone.now()
-    client, secret = create_client(
-        name="Bench client",
-        redirect_uris=["https://client.bench.test/callback"],
-        grant_types=["authorization_code", "refresh_token"],
-    )
-    keys.signing_key()  # the active signing key, as any running server has
+    client, secret = bench_client(grant_types=["authorization_code", "refresh_token"])
     users = args.users
     stale, live, keep = args.stale, args.live, args.keep
     if args.layout == "interleaved":
@@ -731,7 +714,6 @@ def main(argv: list[str] | None = None) -> int:
     pin_self(1)  # the load generator (this process) shares CPU 1 with the purge process
     server = None
     log_dir = Path(tempfile.mkdtemp(prefix="bench-purge-"))
-    name = database_name(args.database_url)
     busy = os.getloadavg()[0]
     if busy > 0.5:
         print(
@@ -739,11 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             "the CPUs, so the figures will be noisy (two cores: it matters)"
         )
     try:
-        print(f"== database {name}: create, migrate")
-        started = time.monotonic()
-        migrate(args)
-        print(f"  {time.monotonic() - started:.1f} s")
-        setup_django(args)
+        prepare_database(args)
 
         print(
             f"== seed: {args.stale:,} stale + {args.live:,} live + {args.keep:,} kept refresh "
@@ -836,13 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         stop(server)
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if not args.keep_db:
-            drop_database(args.database_url)
-            print(f"== database {name} dropped")
+        release_database(args)
 
     shutil.rmtree(log_dir, ignore_errors=True)
 

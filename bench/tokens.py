@@ -64,21 +64,21 @@ from urllib.parse import quote, urlencode
 from common import (
     BARE_DJANGO_APP,
     CLOCK_TICKS,
-    DEFAULT_REDIS,
     GUNICORN_CONFIG,
     ROOT,
     CpuSampler,
+    bench_client,
+    bench_parser,
     can_pin,
     check_database_url,
     database_name,
     digest_sql,
-    drop_database,
     free_port,
     load_and_busy,
-    migrate,
     pin_self,
+    prepare_database,
     process_cpu_ticks,
-    setup_django,
+    release_database,
     show_log,
     start_server,
     stop,
@@ -118,17 +118,9 @@ QUIET_LOAD, QUIET_BUSY = 0.5, 10.0
 
 # --- configuration ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    database = {"default_url": DEFAULT_DATABASE_URL, "env": "BENCH_TOKENS_DATABASE_URL"}
+    parser = bench_parser(__doc__, **database, cache_db=10, broker_db=11)
     add = parser.add_argument
-    add(
-        "--database-url",
-        default=os.environ.get("BENCH_TOKENS_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="the bench's own database; its name must contain 'bench' "
-        "(env BENCH_TOKENS_DATABASE_URL)",
-    )
-    add("--redis", default=os.environ.get("BENCH_REDIS", DEFAULT_REDIS), help="Redis base URL")
-    add("--cache-db", type=int, default=10, help="Redis database for the cache (default 10)")
-    add("--broker-db", type=int, default=11, help="Redis database for Celery (default 11)")
     add("--duration", type=float, default=10.0, help="measured seconds per scenario (10)")
     add("--warmup", type=float, default=2.0, help="warm-up seconds per scenario (2)")
     add("--connections", type=int, default=8, help="wrk connections (-c, default 8)")
@@ -153,7 +145,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="leave PostgreSQL and Redis where they are (default: pinned to CPU 0 for the run)",
     )
-    add("--keep-db", action="store_true", help="do not drop the database at the end")
     args = parser.parse_args(argv)
     args.scenarios = [name for name in SCENARIOS if name in (*REFERENCES, *args.scenarios)]
     if not args.tokens:
@@ -186,23 +177,14 @@ def seed(args: argparse.Namespace) -> Seeded:
 
     from accounts.models import User, UserSession, new_sid
     from tokens import keys
-    from tokens.clients import create_client
 
     now = timezone.now()
-    client, secret = create_client(
-        name="Bench client",
-        redirect_uris=[REDIRECT_URI],
-        grant_types=["authorization_code", "refresh_token", "client_credentials"],
-        # Access tokens outlive the run: the one introspected is taken before the timing starts.
-        access_token_lifetime=3_600,
+    # Access tokens outlive the run: the one introspected is taken before the timing starts.
+    client, secret = bench_client(redirect_uris=[REDIRECT_URI], access_token_lifetime=3_600)
+    resource, resource_secret = bench_client(
+        "Bench resource server", grant_types=["client_credentials"], scopes=[]
     )
-    resource, resource_secret = create_client(
-        name="Bench resource server", grant_types=["client_credentials"], scopes=[]
-    )
-    # The active signing keys, as any running server has: ES256 for access tokens, RS256 for
-    # the ID tokens of the code exchange.
-    keys.signing_key()
-    keys.signing_key("RS256")
+    keys.signing_key("RS256")  # and RS256 for the ID tokens of the code exchange
     user = User.objects.create_user("bench-user", "bench-user@bench.test")  # no usable password
     sid = new_sid()
     UserSession.objects.create(
@@ -1003,11 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     log_name = "bare_django.log"  # the server of the moment's log, shown if it fails
     exit_code = 0
     try:
-        print(f"== database {name}: create, migrate")
-        started = time.monotonic()
-        migrate(args)
-        print(f"  {time.monotonic() - started:.1f} s")
-        setup_django(args)
+        prepare_database(args)
         from django.core.cache import cache
         from django.db import connections
 
@@ -1067,13 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
         if pinning.original:
             restored = pinning.restore()
             print(f"== PostgreSQL and Redis back on their CPUs ({restored} threads)")
-        if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if not args.keep_db:
-            drop_database(args.database_url)
-            print(f"== database {name} dropped")
+        release_database(args)
 
     shutil.rmtree(log_dir, ignore_errors=True)
     no_errors, _missed = print_report(args, measured)

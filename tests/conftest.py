@@ -13,7 +13,9 @@ from django.test import Client, override_settings
 from accounts.models import UserSession
 from accounts.sessions import SessionStore
 from authserver.locks import _lock_id
-from tests.factories import PASSWORD, UserFactory
+from tests.factories import PASSWORD, ClientFactory, Registered, UserFactory
+from tokens import keys
+from tokens.oauth.server import get_server
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -48,6 +50,28 @@ def _fast_hasher(request, settings):
     # Argon2 on every test user would make the suite slow; tests about timing opt out.
     if "real_hasher" not in request.keywords:
         settings.PASSWORD_HASHERS = FAST_HASHERS
+
+
+@pytest.fixture(autouse=True)
+def _fresh_server_and_keys():
+    """Authlib's server is built once per process and signing keys are kept in memory; a test
+    that changes settings or flushes the keys (transactional tests do) needs both anew."""
+    get_server.cache_clear()
+    keys.forget()
+    yield
+    keys.forget()
+
+
+@pytest.fixture
+def confidential(db) -> Registered:
+    """The example web app: confidential, code + refresh + client credentials."""
+    return Registered.of(ClientFactory())
+
+
+@pytest.fixture
+def public(db) -> Registered:
+    """The example single-page app: public, PKCE."""
+    return Registered.of(ClientFactory(public=True))
 
 
 @pytest.fixture
@@ -94,22 +118,27 @@ def form_error(response) -> str:
     return re.sub(r"<[^>]+>|\s+", " ", match.group(1)).strip() if match else ""
 
 
+def second_connection(**options) -> psycopg.Connection:
+    """A PostgreSQL connection of its own to the test database, as another process would have."""
+    params = connection.get_connection_params()
+    return psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        host=params.get("host"),
+        port=params.get("port"),
+        user=params.get("user"),
+        password=params.get("password"),
+        **options,
+    )
+
+
 @contextmanager
 def another_machine_holds(lock_name: str):
     """Another machine running a job: a second PostgreSQL connection holds its advisory lock.
 
     It unlocks explicitly on the way out: closing the connection frees the lock only once the
     server has handled the disconnect, which a query right after could beat."""
-    params = connection.get_connection_params()
     lock = _lock_id(lock_name)
-    with psycopg.connect(
-        dbname=connection.settings_dict["NAME"],
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        password=params.get("password"),
-        autocommit=True,
-    ) as other_machine:
+    with second_connection(autocommit=True) as other_machine:
         other_machine.execute("SELECT pg_advisory_lock(%s)", [lock])
         try:
             yield

@@ -28,19 +28,9 @@ from tests.tokens.conftest import (
     refresh,
     token_request,
 )
-from tokens import keys
 from tokens.clients import create_client, create_initial_access_token
-from tokens.oauth.server import get_server
 
 FORM = "application/x-www-form-urlencoded"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server_and_keys():
-    get_server.cache_clear()
-    keys.forget()
-    yield
-    keys.forget()
 
 
 # --- the document itself ----------------------------------------------------------------------
@@ -123,28 +113,6 @@ def test_every_endpoint_the_discovery_document_names_is_in_the_description():
 
 
 # --- real answers conform: the token endpoint --------------------------------------------------
-@pytest.fixture
-def confidential(db) -> Registered:
-    client, secret = create_client(
-        name="Example App",
-        redirect_uris=[REDIRECT],
-        grant_types=["authorization_code", "refresh_token", "client_credentials"],
-        scopes=["openid", "profile", "email", "offline_access"],
-    )
-    return Registered(client, secret)
-
-
-@pytest.fixture
-def public(db) -> Registered:
-    client, secret = create_client(
-        name="Example SPA",
-        redirect_uris=["http://127.0.0.1:8765/cb"],
-        public=True,
-        scopes=["openid", "profile"],
-    )
-    return Registered(client, secret)
-
-
 @pytest.fixture
 def tokens(logged_in_client, confidential) -> dict:
     code, verifier = get_code(

@@ -12,14 +12,9 @@ from authserver.celery import app
 from authserver.logs import redact
 from tests.conftest import sign_in
 from tests.factories import PASSWORD
-from tests.tokens import conftest as oauth
 from tests.tokens.conftest import endpoint, exchange, get_code, refresh, token_request
 
 pytestmark = pytest.mark.django_db
-
-# The OAuth fixtures live with the token tests; these tests use them too.
-confidential = oauth.confidential
-_fresh_server_and_keys = oauth._fresh_server_and_keys
 
 
 # --- health ----------------------------------------------------------------------------------

@@ -12,13 +12,9 @@ from accounts.models import LoginCounter, SecurityEvent, UserSession
 from authserver.celery import app
 from tests.conftest import form_error, sign_in
 from tests.factories import UserFactory
-from tests.tokens import conftest as oauth
 from tests.tokens.conftest import exchange, get_code, token_request
 from tokens import logout
 from tokens.models import BackchannelLogout, Client
-
-confidential = oauth.confidential
-_fresh_server_and_keys = oauth._fresh_server_and_keys
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 

@@ -73,7 +73,7 @@ def test_a_staff_only_page_sends_people_to_sign_in_not_a_stack_trace(logged_in_c
 
 @pytest.mark.parametrize("path", ["/token", "/.well-known/openid-configuration"])
 def test_protocol_endpoints_skip_browser_middleware_but_keep_its_guarantees(client, path):
-    """authserver.middleware.ProtocolFastPath: no session is read or written for a protocol
+    """authserver.middleware.ProtocolRouter: no session is read or written for a protocol
     endpoint, yet HSTS, nosniff and ALLOWED_HOSTS hold there as on every page."""
     client.cookies[settings.SESSION_COOKIE_NAME] = "some-browser-session"
     response = (

@@ -1,20 +1,30 @@
-"""JWT access tokens (RFC 9068): issued here, checked here and by resource servers."""
+"""JWT access tokens (RFC 9068): issued here, and checked here for every reader: introspection
+and revocation (tokens/oauth/endpoints.py), userinfo and resource servers (tokens/oauth/resource.py,
+also against a remote JWKS). ``verify`` is the one place their claims are checked."""
 
 from __future__ import annotations
 
+import functools
+import math
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from authlib.oauth2.rfc9068.claims import JWTAccessTokenClaimsValidator
 from django.conf import settings
 from django.utils import timezone
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import DecodeError, InvalidClaimError, InvalidHeaderValueError, JoseError
+from joserfc.jwk import KeySet
 
 from tokens import clients, keys, token_store
 
 ALGORITHMS = ["ES256", "RS256"]
+TYPES = ("at+jwt", "application/at+jwt")
+MAX_LENGTH = 8_192
+# Hosts' clocks differ a little: a token signed on one may carry an iat a second ahead of another.
+CLOCK_SKEW = 60
 
 
 @dataclass(frozen=True)
@@ -56,28 +66,56 @@ def issue(*, client, user, scope: str, sid: str = "", auth_time: int | None = No
     )
 
 
-def read(value: str, *, leeway: int = 0) -> dict | None:
-    """The claims of an unexpired access token that this server signed, or None.
+class AccessTokenClaims(JWTAccessTokenClaimsValidator):
+    """RFC 9068 §2.2 and §4 on Authlib's registry of access-token claims (joserfc's registry:
+    types of ``iss sub aud exp iat jti auth_time amr``, ``exp`` in the future)."""
 
-    Only our algorithms and keys are accepted (no ``none``, no HMAC with a public key), and the
-    ``typ`` header must be ``at+jwt`` so an ID token can never pass for an access token
-    (RFC 9068 §4).
+    def validate_iat(self, value: object) -> None:
+        # joserfc refuses an iat one second ahead of this host's clock; another host signed it.
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or not math.isfinite(value) or value > self.now + CLOCK_SKEW:
+            raise InvalidClaimError("iat")
+
+
+@functools.lru_cache(maxsize=16)
+def claims_registry(issuer: str, audience: str | None) -> AccessTokenClaims:
+    """Built once per issuer and audience (settings can change under tests)."""
+    essential = {"essential": True}
+    return AccessTokenClaims(
+        iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": audience} if audience else essential,
+        **{name: essential for name in ("sub", "exp", "iat", "jti", "client_id")},
+    )
+
+
+def verify(value: str, key_set: KeySet | None = None, *, audience: str | None = None) -> dict:
+    """The claims of an unexpired access token, or raise a JoseError saying what is wrong.
+
+    Signed by one of our keys (``key_set``: the JWKS a remote resource server fetched), with our
+    algorithms only (no ``none``, no HMAC with a public key), ``typ: at+jwt`` so an ID token can
+    never pass for an access token (RFC 9068 §4), our issuer and, when given, ``audience``.
     """
-    if not value or len(value) > 8_192:
-        return None
+    if not value or len(value) > MAX_LENGTH:
+        raise DecodeError("No token, or one too long to be ours.")
     try:
-        token = keys.decode(value, ALGORITHMS)
-    except (JoseError, ValueError, TypeError, KeyError):
+        if key_set is None:
+            token = keys.decode(value, ALGORITHMS)
+        else:
+            token = jwt.decode(value, key_set, algorithms=ALGORITHMS)
+    except (ValueError, TypeError, KeyError) as error:  # not even a JWS
+        raise DecodeError(type(error).__name__) from None
+    if token.header.get("typ") not in TYPES:
+        raise InvalidHeaderValueError("typ")
+    claims_registry(settings.ISSUER, audience).validate(token.claims)
+    return token.claims
+
+
+def read(value: str) -> dict | None:
+    """The claims of an unexpired access token that this server signed, or None."""
+    try:
+        return verify(value)
+    except JoseError:
         return None
-    if token.header.get("typ") not in ("at+jwt", "application/at+jwt"):
-        return None
-    claims = token.claims
-    exp = claims.get("exp")
-    if claims.get("iss") != settings.ISSUER or not isinstance(exp, int | float):
-        return None
-    if exp + leeway <= time.time() or not claims.get("jti") or not claims.get("client_id"):
-        return None
-    return claims
 
 
 def access_token_is_live(claims: dict) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6750 import InvalidTokenError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -29,16 +31,6 @@ def discovery(request: HttpRequest) -> JsonResponse:
     return response
 
 
-def _bearer_error(error: resource.TokenError) -> JsonResponse:
-    body = {"error": error.error or "invalid_request"}
-    if error.description:
-        body["error_description"] = error.description
-    response = JsonResponse(body, status=error.status)
-    response["WWW-Authenticate"] = error.www_authenticate()
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 @csrf_exempt  # a bearer token, not a cookie, authenticates this request
 @never_cache
 @require_http_methods(["GET", "POST", "OPTIONS"])
@@ -48,34 +40,45 @@ def userinfo(request: HttpRequest) -> HttpResponse:
         return cors.preflight(request, "GET, POST")
     try:
         claims = resource.verify(request, ("openid",))
-    except resource.TokenError as error:
-        return _bearer_error(error)
+    except OAuth2Error as error:
+        return resource.error_response(error)
     user = resource.token_user(claims)
     if not user.is_authenticated:
-        return _bearer_error(
-            resource.TokenError("invalid_token", "The token does not speak for a person.")
-        )
+        return resource.error_response(InvalidTokenError("The token does not speak for a person."))
     response = JsonResponse(user_claims(user, claims.get("scope", "").split()))
     response["Access-Control-Allow-Origin"] = "*"  # a bearer token, never a cookie, grants this
     return response
 
 
+def _validated_logout(view):
+    """RP-Initiated Logout 1.0 §2-§3 for both steps: Authlib validates the request (id_token_hint,
+    client_id, post_logout_redirect_uri, state) and the view gets it; a bad one gets an error
+    page, never a redirect."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        server = get_server()
+        try:
+            logout = server.validate_endpoint_request("end_session", request)
+        except OAuth2Error as error:
+            return render(
+                request,
+                "tokens/logout_error.html",
+                {"description": error.get_error_description()},
+                status=400,
+            )
+        return view(request, server, logout)
+
+    return wrapper
+
+
 @csrf_exempt  # relying parties may POST here from their own origin (RP-Initiated Logout §2)
 @never_cache
 @require_http_methods(["GET", "POST"])
-def end_session(request: HttpRequest) -> HttpResponse:
+@_validated_logout
+def end_session(request: HttpRequest, server, logout) -> HttpResponse:
     """RP-Initiated Logout 1.0. A request tied to this browser's session (a valid id_token_hint
     for it) signs out at once; anything else asks the person first."""
-    server = get_server()
-    try:
-        logout = server.validate_endpoint_request("end_session", request)
-    except OAuth2Error as error:
-        return render(
-            request,
-            "tokens/logout_error.html",
-            {"description": error.get_error_description()},
-            status=400,
-        )
     if request.user.is_authenticated and not _tied_to_this_session(request, logout.id_token_claims):
         response = render(
             request,
@@ -93,18 +96,9 @@ def end_session(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def end_session_confirmed(request: HttpRequest) -> HttpResponse:
+@_validated_logout
+def end_session_confirmed(request: HttpRequest, server, logout) -> HttpResponse:
     """The confirmation page's answer; CSRF-protected, unlike the RP-facing endpoint."""
-    server = get_server()
-    try:
-        logout = server.validate_endpoint_request("end_session", request)
-    except OAuth2Error as error:
-        return render(
-            request,
-            "tokens/logout_error.html",
-            {"description": error.get_error_description()},
-            status=400,
-        )
     return _finish_logout(request, server, logout)
 
 

@@ -1,6 +1,6 @@
-"""Shared by the attack tests: the OAuth fixtures of tests/tokens, and real HTTP clients racing a
-live server (each with its own ``requests.Session`` and kept-alive connection, released together by
-a barrier)."""
+"""Shared by the attack tests: real HTTP clients racing a live server (each with its own
+``requests.Session`` and kept-alive connection, released together by a barrier). The OAuth
+fixtures (confidential, public) come from tests/conftest.py."""
 
 import re
 import threading
@@ -10,9 +10,6 @@ import pytest
 import requests
 
 from tests.factories import PASSWORD
-
-# The OAuth fixtures live with the token tests; the attack tests use them too.
-from tests.tokens.conftest import _fresh_server_and_keys, confidential, public  # noqa: F401
 
 N = 20  # concurrent clients in every race
 TIMEOUT = 60  # seconds any one request, or the whole race, may take

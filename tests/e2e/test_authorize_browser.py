@@ -23,25 +23,14 @@ from playwright.sync_api import ConsoleMessage, Page, expect
 from tests.e2e.conftest import DESKTOP_CHROME
 from tests.factories import PASSWORD, UserFactory
 from tests.tokens.conftest import pkce_pair
-from tokens import keys
 from tokens.clients import create_client
 from tokens.models import Client
-from tokens.oauth.server import get_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 REDIRECT = "https://app.example.test/callback"
 APP_NAME = "Example Photos"
 APP_PAGE = "<!doctype html><title>Example Photos</title><h1>Back at Example Photos</h1>"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server_and_keys():
-    # Each transactional test flushes the signing keys: forget the in-memory copy with them.
-    get_server.cache_clear()
-    keys.forget()
-    yield
-    keys.forget()
 
 
 class FormActionBlocked(AssertionError):

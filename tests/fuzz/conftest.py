@@ -14,10 +14,8 @@ from tests.factories import PASSWORD, UserFactory
 from tests.fuzz import findings, harness  # noqa: F401 - findings registers itself
 from tests.fuzz.strategies import authorization_values, basic
 from tests.tokens.conftest import Registered, authorize_url, get_code, pkce_pair
-from tokens import keys
 from tokens.clients import create_client, create_initial_access_token
 from tokens.models import Client
-from tokens.oauth.server import get_server
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,14 +41,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for key, example in harness.SURVEYED.items():
         terminalreporter.section(f"survey: {key}", sep="-")
         write(example)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server_and_keys():
-    get_server.cache_clear()
-    keys.forget()
-    yield
-    keys.forget()
 
 
 @dataclass

@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client as Browser
 
-from tests.tokens.conftest import REDIRECT, Registered, authorize_url
-from tokens.clients import create_client, create_initial_access_token
+from tests.factories import ClientFactory
+from tests.tokens.conftest import Registered, authorize_url
+from tokens.clients import create_initial_access_token
 
 pytestmark = pytest.mark.django_db
 
@@ -25,13 +26,7 @@ ERROR_DESCRIPTION = re.compile(r"[\x20-\x21\x23-\x5B\x5D-\x7E]*")
 
 @pytest.fixture
 def app(db) -> Registered:
-    client, secret = create_client(
-        name="Example App",
-        redirect_uris=[REDIRECT],
-        grant_types=["authorization_code", "refresh_token", "client_credentials"],
-        scopes=["openid", "profile"],
-    )
-    return Registered(client, secret)
+    return Registered.of(ClientFactory(scopes=["openid", "profile"]))
 
 
 def browser() -> Browser:

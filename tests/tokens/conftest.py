@@ -3,61 +3,14 @@
 import base64
 import hashlib
 import secrets
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import pytest
 from django.test import Client as Browser
 
-from tokens import keys
-from tokens.clients import create_client
-from tokens.oauth.server import get_server
+# The fixtures (confidential, public) are in tests/conftest.py, for the whole suite.
+from tests.factories import REDIRECT, Registered
 
-REDIRECT = "https://app.example.com/callback"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server_and_keys():
-    get_server.cache_clear()
-    keys.forget()
-    yield
-    keys.forget()
-
-
-@dataclass
-class Registered:
-    client: object
-    secret: str | None
-
-    @property
-    def client_id(self) -> str:
-        return self.client.client_id
-
-    def basic(self) -> dict:
-        raw = f"{self.client_id}:{self.secret}".encode()
-        return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(raw).decode()}
-
-
-@pytest.fixture
-def confidential(db) -> Registered:
-    client, secret = create_client(
-        name="Example App",
-        redirect_uris=[REDIRECT],
-        grant_types=["authorization_code", "refresh_token", "client_credentials"],
-        scopes=["openid", "profile", "email", "offline_access"],
-    )
-    return Registered(client, secret)
-
-
-@pytest.fixture
-def public(db) -> Registered:
-    client, secret = create_client(
-        name="Example SPA",
-        redirect_uris=["http://127.0.0.1:8765/cb"],
-        public=True,
-        scopes=["openid", "profile"],
-    )
-    return Registered(client, secret)
+__all__ = ["REDIRECT", "Registered"]
 
 
 def pkce_pair() -> tuple[str, str]:

@@ -143,7 +143,8 @@ def test_an_expired_or_foreign_token_is_not_read(confidential, settings):
         token_request(confidential, {"grant_type": "client_credentials"}),
         keys.signing_key(),
     )[1]
-    base = {"iss": ISSUER, "sub": "1", "client_id": "x", "jti": "j", "iat": int(time.time())}
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": ISSUER, "sub": "1", "client_id": "x", "jti": "j", "iat": now}
     header = {"alg": "ES256", "kid": kid, "typ": "at+jwt"}
     assert (
         access_tokens.read(jwt.encode(header, {**base, "exp": int(time.time()) - 1}, key)) is None
@@ -158,6 +159,13 @@ def test_an_expired_or_foreign_token_is_not_read(confidential, settings):
         access_tokens.read(jwt.encode(header, {**base, "exp": int(time.time()) + 60}, key))
         is not None
     )
+    # RFC 9068 §2.2: iss exp aud sub client_id iat jti are all REQUIRED; NumericDates are numbers.
+    for claim in ("aud", "sub", "client_id", "iat", "jti"):
+        claims = {k: v for k, v in base.items() if k != claim} | {"exp": now + 60}
+        assert access_tokens.read(jwt.encode(header, claims, key)) is None, claim
+    for bad in ({"exp": "soon"}, {"exp": True}, {"iat": now + 3600}, {"sub": 1}, {"client_id": ""}):
+        claims = base | {"exp": now + 60} | bad
+        assert access_tokens.read(jwt.encode(header, claims, key)) is None, bad
     for garbage in ("", "a.b.c", "....", "é.é.é", "x" * 10_000):
         assert access_tokens.read(garbage) is None
 

@@ -19,12 +19,10 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
-import psycopg
 import pytest
 from celery.contrib.testing.worker import start_worker
 from celery.exceptions import Retry
 from django.conf import settings
-from django.db import connection
 from django.test import Client as Browser
 from django.utils import timezone
 from joserfc import jwt
@@ -35,7 +33,7 @@ from accounts.models import UserSession
 from authserver import janitor
 from authserver.celery import app
 from tests import urls_rp
-from tests.conftest import session_row, sign_in
+from tests.conftest import second_connection, session_row, sign_in
 from tests.factories import UserFactory
 from tests.tokens.conftest import REDIRECT, Registered, exchange, get_code, refresh
 from tokens import logout, revocation
@@ -742,19 +740,12 @@ def test_a_delivery_is_not_skipped_while_another_worker_claims_one_for_the_same_
         BackchannelLogout.objects.create(sid=f"sid-{n}", client=bcl_client.client, user=user)
         for n in (1, 2)
     )
-    params = connection.get_connection_params()
     claim_sql = (
         f"SELECT d.id FROM {BackchannelLogout._meta.db_table} d "
         f"JOIN {Client._meta.db_table} c ON c.id = d.client_id "
         "WHERE d.id = %s FOR UPDATE SKIP LOCKED"
     )
-    with psycopg.connect(
-        dbname=connection.settings_dict["NAME"],
-        host=params.get("host"),
-        port=params.get("port"),
-        user=params.get("user"),
-        password=params.get("password"),
-    ) as other_worker:
+    with second_connection() as other_worker:
         assert other_worker.execute(claim_sql, [first.pk]).fetchone() == (first.pk,)
         outcome = logout.deliver(second.pk)  # meanwhile, in this worker
     second.refresh_from_db()

@@ -1,27 +1,34 @@
-"""Accepting our access tokens in resource servers (RFC 6750): a DRF authentication class,
-a DRF permission for scopes, and a decorator for plain Django views.
+"""Accepting our access tokens in resource servers (RFC 6750): Authlib's ResourceProtector with
+an RFC 9068 validator, a DRF authentication class, a DRF permission for scopes, and a decorator
+for plain Django views. Userinfo (tokens/oidc_views.py) is one of these resource servers.
 
 By default tokens are checked against this server's own keys, and also against the deny list,
 the browser session, the client and the person, so a revocation is felt at once. A resource
 server in another deployment sets ``RESOURCE_SERVER_JWKS_URL`` and checks signatures offline
 against the published JWKS (revocation then takes effect when the token expires, or use the
-introspection endpoint).
+introspection endpoint). The claims are checked by ``tokens.access_tokens.verify`` either way,
+the same check introspection makes.
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import json
+import logging
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 
+from authlib.integrations.django_oauth2 import ResourceProtector
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import MissingAuthorizationError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6750 import InsufficientScopeError, InvalidTokenError
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, JsonResponse
-from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import ClaimError, JoseError
 from joserfc.jwk import KeySet
 from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
@@ -29,87 +36,166 @@ from rest_framework.authentication import BaseAuthentication
 from accounts.models import User
 from tokens import access_tokens
 
+logger = logging.getLogger(__name__)
 
-@dataclass
-class TokenError(Exception):
-    """An RFC 6750 §3.1 error: ``status`` and what goes in WWW-Authenticate."""
-
-    error: str | None
-    description: str = ""
-    status: int = 401
-    scope: str = ""
-
-    def www_authenticate(self) -> str:
-        parts = ['Bearer realm="api"']
-        if self.error:
-            parts.append(f'error="{self.error}"')
-        if self.description:
-            parts.append(f'error_description="{self.description}"')
-        if self.scope:
-            parts.append(f'scope="{self.scope}"')
-        return ", ".join(parts)
+REALM = "api"
+JWKS_MAX_AGE = 300  # seconds a fetched JWKS is used before it is fetched again
+JWKS_RETRY_AFTER = 30  # after a failed fetch, seconds before the next try (stale keys meanwhile)
+JWKS_MAX_BYTES = 1_048_576
+JWKS_TIMEOUT = 5  # seconds to connect, and between bytes
 
 
-def bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return value.strip() or None
+class MissingScopeError(InsufficientScopeError):
+    """RFC 6750 §3.1 insufficient_scope, naming the scope the resource needs."""
+
+    def __init__(self, scope: str):
+        super().__init__("The access token lacks a required scope.")
+        self.scope = scope
 
 
+class KeysUnavailableError(OAuth2Error):
+    """The JWKS could not be fetched and no earlier copy is at hand: the token may well be good,
+    so this is the resource server's failure (503, try again), not the client's (401)."""
+
+    error = "temporarily_unavailable"
+    description = "The keys to check the access token cannot be fetched right now."
+    status_code = 503
+
+
+def _without_a_token(error: OAuth2Error) -> bool:
+    # No Authorization header, or not a Bearer one: RFC 6750 §3.1 wants no error code then.
+    return isinstance(error, MissingAuthorizationError | UnsupportedTokenTypeError)
+
+
+def challenge(error: OAuth2Error | None = None) -> str:
+    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3)."""
+    parts = [f'Bearer realm="{REALM}"']
+    if error is not None and not _without_a_token(error):
+        parts.append(f'error="{error.error}"')
+        if error.description:
+            parts.append(f'error_description="{error.description}"')
+        if getattr(error, "scope", ""):
+            parts.append(f'scope="{error.scope}"')
+    return ", ".join(parts)
+
+
+def error_response(error: OAuth2Error) -> JsonResponse:
+    """RFC 6750 §3.1: 401 with a Bearer challenge, 403 for a missing scope, never cached; 503
+    with ``Retry-After`` when the keys cannot be had."""
+    if _without_a_token(error):
+        body, status = {"error": "invalid_request"}, 401
+    else:
+        body, status = {"error": error.error}, error.status_code
+        if error.description:
+            body["error_description"] = error.description
+    response = JsonResponse(body, status=status)
+    if status == 503:
+        response["Retry-After"] = str(JWKS_RETRY_AFTER)
+    else:
+        response["WWW-Authenticate"] = challenge(error)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- the JWKS of a remote authorization server ------------------------------------------------
 _jwks_lock = threading.Lock()
-_jwks: tuple[float, KeySet] | None = None
+_jwks: tuple[str, float, KeySet] | None = None  # (URL, fetched at, keys)
+_jwks_failed_at: float | None = None
 
 
-def _remote_keys(url: str) -> KeySet:
-    global _jwks
+def forget_remote_keys() -> None:
+    global _jwks, _jwks_failed_at
+    _jwks = _jwks_failed_at = None
+
+
+def _fetch(url: str) -> KeySet:
+    with urllib.request.urlopen(url, timeout=JWKS_TIMEOUT) as response:  # noqa: S310 - the configured URL
+        data = response.read(JWKS_MAX_BYTES + 1)
+    if len(data) > JWKS_MAX_BYTES:
+        raise ValueError("The JWKS is too large.")
+    return KeySet.import_key_set(json.loads(data))
+
+
+def remote_keys(url: str) -> KeySet:
+    """The JWKS at ``url``, fetched at most every JWKS_MAX_AGE seconds. When a fetch fails
+    (refused, timed out, an HTTP error, not a JWKS) the keys fetched before keep serving and the
+    next try waits JWKS_RETRY_AFTER seconds; with no keys at all, KeysUnavailableError."""
+    global _jwks, _jwks_failed_at
     cached = _jwks
-    if cached is None or time.monotonic() - cached[0] > 300:
-        with _jwks_lock:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - configured https URL
-                key_set = KeySet.import_key_set(json.load(response))
-            cached = _jwks = (time.monotonic(), key_set)
-    return cached[1]
+    if cached is not None and cached[0] == url and time.monotonic() - cached[1] <= JWKS_MAX_AGE:
+        return cached[2]
+    with _jwks_lock:
+        cached, now = _jwks, time.monotonic()
+        if cached is not None and cached[0] != url:
+            cached = _jwks = _jwks_failed_at = None  # the setting changed
+        if cached is not None and now - cached[1] <= JWKS_MAX_AGE:
+            return cached[2]  # another thread fetched them while this one waited
+        if _jwks_failed_at is None or now - _jwks_failed_at >= JWKS_RETRY_AFTER:
+            try:
+                _jwks = (url, time.monotonic(), _fetch(url))
+                _jwks_failed_at = None
+                return _jwks[2]
+            except (OSError, http.client.HTTPException, ValueError, TypeError, KeyError,
+                    AttributeError, JoseError) as error:  # fmt: skip
+                # OSError: refused, unreachable, timed out, HTTP errors (URLError, HTTPError);
+                # ValueError: not JSON; the rest: JSON that is not a key set.
+                _jwks_failed_at = time.monotonic()
+                logger.warning(
+                    "JWKS fetch from %s failed: %s: %s", url, type(error).__name__, error
+                )
+        if cached is not None:
+            return cached[2]
+        raise KeysUnavailableError()
 
 
-def _read_remote(value: str, url: str) -> dict | None:
-    try:
-        token = jwt.decode(value, _remote_keys(url), algorithms=access_tokens.ALGORITHMS)
-    except (JoseError, ValueError, TypeError, KeyError):
-        return None
-    claims = token.claims
-    if token.header.get("typ") not in ("at+jwt", "application/at+jwt"):
-        return None
-    if claims.get("iss") != settings.ISSUER or not isinstance(claims.get("exp"), int | float):
-        return None
-    return claims if claims["exp"] > time.time() else None
+# --- the validator and the protector ---------------------------------------------------------
+class AccessTokenValidator(JWTBearerTokenValidator):
+    """Authlib's RFC 9068 §4 validator, with the claims checked by ``access_tokens.verify`` and,
+    against our own keys, revocation checked too. The issuer and audience are read from settings
+    on each call (tests change them)."""
+
+    def __init__(self):
+        super().__init__(issuer=None, resource_server=None, realm=REALM)
+
+    def get_jwks(self) -> KeySet | None:
+        url = settings.RESOURCE_SERVER_JWKS_URL
+        return remote_keys(url) if url else None  # None: this server's own keys
+
+    def authenticate_token(self, token_string: str) -> dict:
+        key_set = self.get_jwks()  # KeysUnavailableError: 503, whatever the token
+        try:
+            return access_tokens.verify(
+                token_string, key_set, audience=settings.ACCESS_TOKEN_AUDIENCE
+            )
+        except ClaimError as error:
+            if error.claim == "aud":
+                raise InvalidTokenError(
+                    "The access token is for another audience.", realm=REALM
+                ) from None
+            raise InvalidTokenError(
+                "The access token is invalid or has expired.", realm=REALM
+            ) from None
+        except JoseError:
+            raise InvalidTokenError(
+                "The access token is invalid or has expired.", realm=REALM
+            ) from None
+
+    def validate_token(self, token: dict, scopes, request, **kwargs) -> None:
+        if not settings.RESOURCE_SERVER_JWKS_URL and not access_tokens.access_token_is_live(token):
+            raise InvalidTokenError("The access token has been revoked.", realm=REALM)
+        if self.scope_insufficient(token.get("scope"), scopes):
+            raise MissingScopeError(" ".join(scopes))
+
+
+protector = ResourceProtector()
+protector.register_token_validator(AccessTokenValidator())
 
 
 def verify(request: HttpRequest, required_scopes: tuple[str, ...] = ()) -> dict:
-    """The claims of the request's bearer token, or raise TokenError (RFC 6750 §3.1)."""
-    value = bearer_token(request)
-    if value is None:
-        raise TokenError(None, status=401)  # §3.1: no error code when no token was sent
-    jwks_url = getattr(settings, "RESOURCE_SERVER_JWKS_URL", "")
-    claims = _read_remote(value, jwks_url) if jwks_url else access_tokens.read(value)
-    if claims is None:
-        raise TokenError("invalid_token", "The access token is invalid or has expired.")
-    audience = claims.get("aud")
-    audiences = audience if isinstance(audience, list) else [audience]
-    if settings.ACCESS_TOKEN_AUDIENCE not in audiences:
-        raise TokenError("invalid_token", "The access token is for another audience.")
-    if not jwks_url and not access_tokens.access_token_is_live(claims):
-        raise TokenError("invalid_token", "The access token has been revoked.")
-    granted = set(claims.get("scope", "").split())
-    missing = [scope for scope in required_scopes if scope not in granted]
-    if missing:
-        raise TokenError(
-            "insufficient_scope",
-            "The access token lacks a required scope.",
-            403,
-            " ".join(required_scopes),
-        )
-    return claims
+    """The claims of the request's bearer token, or raise the OAuth2Error that says why not
+    (answer it with ``error_response``). Every scope in ``required_scopes`` is needed."""
+    # Authlib reads a list of scope strings as alternatives; one string needs all its scopes.
+    return protector.acquire_token(request, " ".join(required_scopes) or None)
 
 
 def token_user(claims: dict):
@@ -129,14 +215,8 @@ def require_token(*scopes: str):
         def wrapped(request, *args, **kwargs):
             try:
                 claims = verify(request, scopes)
-            except TokenError as error:
-                body = {"error": error.error or "invalid_request"}
-                if error.description:
-                    body["error_description"] = error.description
-                response = JsonResponse(body, status=error.status)
-                response["WWW-Authenticate"] = error.www_authenticate()
-                response["Cache-Control"] = "no-store"
-                return response
+            except OAuth2Error as error:
+                return error_response(error)
             request.token = claims
             request.user = token_user(claims)
             return view(request, *args, **kwargs)
@@ -146,25 +226,31 @@ def require_token(*scopes: str):
     return decorate
 
 
+class KeysUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = KeysUnavailableError.description
+    default_code = KeysUnavailableError.error
+    wait = JWKS_RETRY_AFTER  # DRF sends it as Retry-After
+
+
 class BearerTokenAuthentication(BaseAuthentication):
     """DRF: ``authentication_classes = [BearerTokenAuthentication]``; ``request.auth`` is the
     token's claims. Combine with :class:`HasScope` and a view's ``required_scopes``."""
 
     def authenticate(self, request):
-        if bearer_token(request) is None:
-            return None  # not ours: let other authentication classes try
         try:
-            claims = verify(request)
-        except TokenError as error:
+            claims = verify(request._request)
+        except OAuth2Error as error:
+            if _without_a_token(error):
+                return None  # not ours: let other authentication classes try
+            if isinstance(error, KeysUnavailableError):
+                raise KeysUnavailable() from None
             raise exceptions.AuthenticationFailed(error.description) from None
         return token_user(claims), claims
 
     def authenticate_header(self, request) -> str:
-        return (
-            'Bearer realm="api", error="invalid_token"'
-            if bearer_token(request)
-            else 'Bearer realm="api"'
-        )
+        has_bearer = request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer ")
+        return challenge(InvalidTokenError() if has_bearer else None)
 
 
 class HasScope(permissions.BasePermission):
