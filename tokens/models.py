@@ -127,7 +127,14 @@ class Client(models.Model):
         blank=True,
         help_text="Other registered metadata (RFC 7591): client_uri, logo_uri, contacts...",
     )
+    # RFC 7592: the registration access token, as a digest; after a rotation the one it replaced
+    # keeps working until registration_token_previous_expires, so a lost response does not lock
+    # the client out of its own registration.
     registration_token_digest = models.CharField(max_length=64, blank=True, editable=False)
+    registration_token_previous_digest = models.CharField(max_length=64, blank=True, editable=False)
+    registration_token_previous_expires = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -159,6 +166,25 @@ class Client(models.Model):
             if hmac.compare_digest(self.secret_digest, _secret_digest(client_secret, key)):
                 return True
         return False
+
+    def registration_token_state(self, token: str, now: datetime | None = None) -> str | None:
+        """Whether ``token`` is this client's registration access token: "current", "previous"
+        (the one replaced by the last rotation, within its overlap), or None. Digests are
+        compared in constant time."""
+        digest = token_digest(token)
+        if self.registration_token_digest and hmac.compare_digest(
+            digest, self.registration_token_digest
+        ):
+            return "current"
+        expires = self.registration_token_previous_expires
+        if (
+            self.registration_token_previous_digest
+            and expires is not None
+            and (now or timezone.now()) < expires
+            and hmac.compare_digest(digest, self.registration_token_previous_digest)
+        ):
+            return "previous"
+        return None
 
     # --- Authlib's ClientMixin -------------------------------------------------------------
     def get_client_id(self) -> str:
