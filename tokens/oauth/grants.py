@@ -81,7 +81,12 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         )
 
     def query_authorization_code(self, code: str, client):
-        return services.find_code_for_exchange(code, client, request=self.request.django_request)
+        row = services.find_code_for_exchange(code, client, request=self.request.django_request)
+        if row is not None and row.redirect_uri and not self.request.payload.redirect_uri:
+            # RFC 6749 §4.1.3: REQUIRED when the authorization request had one. Absent is a
+            # missing parameter (§5.2 invalid_request); Authlib would call it a wrong one.
+            raise InvalidRequestError("Missing 'redirect_uri' in request.")
+        return row
 
     def delete_authorization_code(self, authorization_code) -> None:
         # Kept, marked used, so a second redemption is recognised as a replay.
