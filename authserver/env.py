@@ -58,6 +58,7 @@ class Config:
     id_token_lifetime: int
     signing_key_rotate_after_days: int
     open_registration: bool
+    registration_token_rotation: str
     metrics_token: str
     metrics_allowed_networks: list
 
@@ -211,6 +212,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
             "SIGNING_KEY_ROTATE_AFTER_DAYS", 30, minimum=1, maximum=3650
         ),
         open_registration=read.boolean("OPEN_REGISTRATION", False),
+        registration_token_rotation=_registration_token_rotation(read),
         metrics_token=read.string("METRICS_TOKEN", ""),
         metrics_allowed_networks=_networks(
             read, "METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"
@@ -434,6 +436,22 @@ def _scopes(read: _Reader) -> dict[str, str]:
             continue
         scopes[name] = description.strip() or name
     return scopes
+
+
+# --- RFC 7592 registration access tokens -------------------------------------------------------
+REGISTRATION_TOKEN_ROTATIONS = ("never", "on_update", "on_every_use")
+
+
+def _registration_token_rotation(read: _Reader) -> str:
+    """REGISTRATION_TOKEN_ROTATION: when a client's registration access token is replaced."""
+    value = read.string("REGISTRATION_TOKEN_ROTATION", "on_update").lower()
+    if value not in REGISTRATION_TOKEN_ROTATIONS:
+        read.problem(
+            "REGISTRATION_TOKEN_ROTATION",
+            f"{value!r} is not one of {', '.join(REGISTRATION_TOKEN_ROTATIONS)}.",
+        )
+        return "on_update"
+    return value
 
 
 def _networks(read: _Reader, name: str, default: str) -> list:

@@ -158,6 +158,11 @@ SIGNING_KEY_PUBLISH_AHEAD = 86_400
 # Dynamic client registration (RFC 7591): closed unless OPEN_REGISTRATION; otherwise an initial
 # access token from admin or `manage.py create_initial_access_token` is required.
 OPEN_REGISTRATION = CONFIG.open_registration
+# RFC 7592 §3: the registration access token is replaced on update (default), never, or on every
+# use of the configuration endpoint. The one replaced keeps working this many seconds: long
+# enough to retry a request whose response was lost, short enough that a leaked old token dies.
+REGISTRATION_TOKEN_ROTATION = CONFIG.registration_token_rotation
+REGISTRATION_TOKEN_OVERLAP = 60
 # Back-channel logout POSTs go to URLs that clients registered: never into private networks,
 # unless this is on (tests, or every relying party lives inside the network).
 BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = DEBUG

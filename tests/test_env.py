@@ -127,3 +127,16 @@ def test_cookies_are_secure_exactly_when_debug_is_off(debug, secure):
         **{**PRODUCTION, "DEBUG": debug},
     )
     assert result.stdout.split()[-2:] == [secure, secure], result.stderr
+
+
+def test_registration_token_rotation_is_on_update_unless_set_and_refuses_anything_else():
+    """RFC 7592 §3: REGISTRATION_TOKEN_ROTATION is never, on_update (default) or on_every_use."""
+    assert env.load(PRODUCTION).registration_token_rotation == "on_update"
+    for value in ("never", "on_update", "ON_EVERY_USE"):
+        config = env.load({**PRODUCTION, "REGISTRATION_TOKEN_ROTATION": value})
+        assert config.registration_token_rotation == value.lower()
+    message = problems({**PRODUCTION, "REGISTRATION_TOKEN_ROTATION": "on_read"})
+    assert (
+        "REGISTRATION_TOKEN_ROTATION: 'on_read' is not one of never, on_update, on_every_use"
+        in (message)
+    )

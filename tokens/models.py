@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from tokens import client_cache
+from tokens.scopes import UnknownScopes, unknown_scopes
 
 
 def token_digest(value: str) -> str:
@@ -131,7 +132,14 @@ class Client(models.Model):
         blank=True,
         help_text="Other registered metadata (RFC 7591): client_uri, logo_uri, contacts...",
     )
+    # RFC 7592: the registration access token, as a digest; after a rotation the one it replaced
+    # keeps working until registration_token_previous_expires, so a lost response does not lock
+    # the client out of its own registration.
     registration_token_digest = models.CharField(max_length=64, blank=True, editable=False)
+    registration_token_previous_digest = models.CharField(max_length=64, blank=True, editable=False)
+    registration_token_previous_expires = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -172,6 +180,25 @@ class Client(models.Model):
             if hmac.compare_digest(self.secret_digest, _secret_digest(client_secret, key)):
                 return True
         return False
+
+    def registration_token_state(self, token: str, now: datetime | None = None) -> str | None:
+        """Whether ``token`` is this client's registration access token: "current", "previous"
+        (the one replaced by the last rotation, within its overlap), or None. Digests are
+        compared in constant time."""
+        digest = token_digest(token)
+        if self.registration_token_digest and hmac.compare_digest(
+            digest, self.registration_token_digest
+        ):
+            return "current"
+        expires = self.registration_token_previous_expires
+        if (
+            self.registration_token_previous_digest
+            and expires is not None
+            and (now or timezone.now()) < expires
+            and hmac.compare_digest(digest, self.registration_token_previous_digest)
+        ):
+            return "previous"
+        return None
 
     # --- Authlib's ClientMixin -------------------------------------------------------------
     def get_client_id(self) -> str:
@@ -249,11 +276,8 @@ class Client(models.Model):
             errors.setdefault("redirect_uris", []).append(
                 "The authorization code grant needs a redirect URI."
             )
-        unknown_scopes = set(self.allowed_scopes) - set(settings.OAUTH_SCOPES)
-        if unknown_scopes:
-            errors.setdefault("allowed_scopes", []).append(
-                f"Unknown scopes: {', '.join(sorted(unknown_scopes))}."
-            )
+        if unknown := unknown_scopes(self.allowed_scopes):
+            errors.setdefault("allowed_scopes", []).append(str(UnknownScopes(unknown)))
         if errors:
             raise ValidationError(errors)
 

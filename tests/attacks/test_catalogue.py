@@ -519,12 +519,17 @@ def test_code_injection_with_the_attackers_own_verifier_fails(
     assert exchange(client, code, victims_verifier, auth=auth).status_code == 200
 
 
-@pytest.mark.parametrize("redirect_uri", ["https://app.example.com/other", None])
+@pytest.mark.parametrize(
+    ("redirect_uri", "error"),
+    [("https://app.example.com/other", "invalid_grant"), (None, "invalid_request")],
+    ids=["another-registered-uri", "none"],
+)
 def test_code_injection_with_a_different_redirect_uri_fails(
-    logged_in_client, confidential, redirect_uri
+    logged_in_client, confidential, redirect_uri, error
 ):
     """§4.5 and RFC 6749 §4.1.3: the token request must repeat the redirect URI the code was
-    issued for (here: another of the client's registered URIs, or none at all)."""
+    issued for (here: another of the client's registered URIs, invalid_grant, or none at all,
+    a missing required parameter: RFC 6749 §5.2 invalid_request)."""
     # Given a client with two registered redirect URIs, and a code issued for the first
     Client.objects.filter(pk=confidential.client.pk).update(
         redirect_uris=[REDIRECT, "https://app.example.com/other"]
@@ -536,8 +541,8 @@ def test_code_injection_with_a_different_redirect_uri_fails(
     if redirect_uri:
         data["redirect_uri"] = redirect_uri
     response = token_request(confidential, data)
-    # Then invalid_grant
-    assert_oauth_error(response, "invalid_grant")
+    # Then refused, and the code is not used up
+    assert_oauth_error(response, error)
     assert exchange(confidential, code, verifier, redirect_uri=REDIRECT).status_code == 200
 
 

@@ -36,6 +36,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for target, count in sorted(harness.REQUESTS.items()):
         write(f"{target:40} {count:7,} requests")
     write(f"{'total':40} {sum(harness.REQUESTS.values()):7,} requests")
+    for key, count in sorted(harness.EXACT.items()):
+        write(f"exact error code, {key:50} {count:7,} answers")
     for name, count in sorted(harness.KNOWN.items()):
         write(f"known finding {name}: {count:,} answers (tests/fuzz/test_found.py)")
     for key, example in harness.SURVEYED.items():

@@ -4,7 +4,10 @@ Per answer: no server error (status < 500, no exception); the status, media type
 documented headers conform to authserver/openapi.yaml; the protocol JSON endpoints answer errors
 as ``{"error": ..., "error_description"?: ...}`` with a code from their RFC's set and an
 ``error_description`` in RFC 6749's character set; token, introspection and revocation answers
-are never cacheable; HTML pages never show a traceback.
+are never cacheable; HTML pages never show a traceback. Where the request alone decides the
+error (``expected_error``: a missing required parameter, a wrong method, a registration body
+that is not a JSON object), or the fuzz test knows it (``send(..., expect=...)``), the answer
+must carry exactly that code, not just any of the RFC's.
 
 Known findings (tests/fuzz/test_found.py, strict xfail reproductions) are recognised here by their
 exception or answer, counted and reported at the end of the run instead of failing every fuzz
@@ -13,12 +16,16 @@ test: when one is fixed, its xfail turns into a failure, and its entry here is r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 from tests.fuzz import spec
 
@@ -194,10 +201,120 @@ def answer_problems(template: str, method: str, status: int, headers, body: byte
     return found
 
 
-def check_answer(target: str, sent: Sent, status: int, headers, body: bytes) -> None:
+# --- answers whose exact error code is known ------------------------------------------------------
+FORM = "application/x-www-form-urlencoded"
+FORM_ENDPOINTS = ("/token", "/introspect", "/revoke")
+EXACT: Counter[str] = Counter()  # answers held to an exact error code, by target and code
+
+
+def readable_form(sent: Sent) -> dict[str, str] | None:
+    """The parameters of a plain form POST over TLS, as the server reads them; None for anything
+    odder (a query string, another type or charset, bytes that are not ASCII, escapes that are
+    not UTF-8), whose answer depends on which check comes first."""
+    if sent.method != "POST" or not sent.secure or sent.query or sent.content_type != FORM:
+        return None
+    try:
+        pairs = parse_qsl(sent.body.decode("ascii"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return dict(pairs)  # a repeated name is invalid_request too (RFC 6749 §3.2)
+
+
+CREDENTIALS = re.compile(r"([A-Za-z][\w.+-]*) ([\x21-\x7e]+)")  # RFC 7235 §2.1, one space
+
+
+def well_formed_credentials(headers: dict) -> bool:
+    """No Authorization header, or ``scheme credentials`` of another scheme, or Basic ones that
+    decode (RFC 7617): then a malformed request is refused before anyone is authenticated."""
+    value = headers.get("HTTP_AUTHORIZATION", headers.get("Authorization"))  # environ or header
+    if value is None:
+        return True
+    match = CREDENTIALS.fullmatch(value)
+    if match is None:
+        return False
+    scheme, credentials = match.groups()
+    if scheme.lower() != "basic":
+        return True
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return False
+    return ":" in decoded and not any(ord(ch) < 0x20 for ch in decoded)
+
+
+def _not_a_json_object(sent: Sent) -> bool:
+    """RFC 7591 §3.1: what the registration endpoints refuse before reading any metadata."""
+    media = (sent.content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" or not sent.body or len(sent.body) > 65_536:
+        return True
+    try:
+        return not isinstance(json.loads(sent.body), dict)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return True
+
+
+class Expected(NamedTuple):
+    """The error code an answer must carry, and why (for the run's summary)."""
+
+    code: str
+    why: str
+
+
+def expected_error(template: str, sent: Sent) -> Expected | None:
+    """The error this request must get, where the request alone decides it."""
+    method = sent.method
+    if template in FORM_ENDPOINTS:
+        if method in ("GET", "PUT", "DELETE", "PATCH"):
+            return Expected("invalid_request", "method")  # RFC 6749 §3.2: POST (405, RFC JSON)
+        form = readable_form(sent)
+        if form is None or not well_formed_credentials(sent.headers):
+            return None
+        if template == "/token":
+            # RFC 6749 §5.2 / §3.2: a missing or empty required parameter is invalid_request.
+            grant_type = form.get("grant_type")
+            if not grant_type:
+                return Expected("invalid_request", "no grant_type")
+            needed = {"authorization_code": "code", "refresh_token": "refresh_token"}
+            if grant_type in needed and not form.get(needed[grant_type]):
+                return Expected("invalid_request", f"no {needed[grant_type]}")
+        elif not form.get("token"):  # RFC 7009 §2.1, RFC 7662 §2.1
+            return Expected("invalid_request", "no token")
+        return None
+    if template == "/register":
+        if method in ("GET", "PUT", "DELETE", "PATCH"):
+            return Expected("invalid_request", "method")  # RFC 7591 §3: POST
+        if method == "POST" and _not_a_json_object(sent):
+            return Expected("invalid_client_metadata", "not a JSON object")  # RFC 7591 §3.1
+    if template == "/register/{client_id}":
+        if method in ("POST", "PATCH"):
+            return Expected("invalid_request", "method")  # RFC 7592 §2: GET, PUT, DELETE
+        if method == "PUT" and _not_a_json_object(sent):
+            return Expected("invalid_client_metadata", "not a JSON object")
+    return None
+
+
+def error_code(status: int, headers, body: bytes) -> str | None:
+    """The ``error`` an answer carries: in its JSON body, or in the query of its redirect."""
+    if status in (302, 303) and headers.get("Location"):
+        return dict(parse_qsl(urlsplit(headers["Location"]).query)).get("error")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("error") if isinstance(data, dict) else None
+
+
+def check_answer(
+    target: str, sent: Sent, status: int, headers, body: bytes, expect: Expected | None = None
+) -> None:
     template = spec.template_for(sent.path)
     assert template is not None, sent.path
     found = answer_problems(template, sent.method, status, headers, body)
+    expect = expect or expected_error(template, sent)
+    if expect is not None and sent.method != "HEAD":
+        EXACT[f"{target}: {expect.code} ({expect.why})"] += 1
+        if (got := error_code(status, headers, body)) != expect.code or status < 300:
+            found.append(f"{status}: error {got!r} where exactly {expect.code!r} is due")
     if found:
         for finding in FINDINGS:
             if finding.matches_answer(template, sent, status, headers, body):
@@ -229,8 +346,9 @@ def server_error(target: str, sent: Sent, error: BaseException) -> None:
     raise AssertionError(f"[{target}] server error for request:\n{sent}\n\n{detail}") from None
 
 
-def send(target: str, browser, sent: Sent):
-    """Send one generated request through a Django test client and check the answer.
+def send(target: str, browser, sent: Sent, *, expect: Expected | None = None):
+    """Send one generated request through a Django test client and check the answer (``expect``:
+    the error code the caller knows this request must get).
 
     Each request runs in a savepoint, so one that fails in the database cannot poison the
     test's transaction for the requests after it. Returns the response (None after a known
@@ -250,5 +368,5 @@ def send(target: str, browser, sent: Sent):
     except Exception as error:  # the test client re-raises what the view raised
         server_error(target, sent, error)
         return None
-    check_answer(target, sent, response.status_code, response.headers, response.content)
+    check_answer(target, sent, response.status_code, response.headers, response.content, expect)
     return response

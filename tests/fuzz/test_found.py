@@ -15,7 +15,7 @@ import pytest
 from django.test import Client as Browser
 
 from tests.factories import ClientFactory
-from tests.tokens.conftest import Registered, authorize_url
+from tests.tokens.conftest import REDIRECT, Registered, authorize_url, query
 from tokens.clients import create_initial_access_token
 
 pytestmark = pytest.mark.django_db
@@ -142,21 +142,26 @@ def test_an_unregistered_redirect_uri_with_odd_characters_is_an_error_page(app, 
 
 
 @pytest.mark.parametrize("scope", ['"', "é", "\x01"])
-def test_a_malformed_scope_at_the_token_endpoint_is_an_rfc_error(app, scope):
-    # Was: validate_requested_scope echoed the scope into InvalidScopeError: a 500. Now
-    # invalid_request (RFC 6749 §5.2 would also allow the more specific invalid_scope).
+def test_a_malformed_scope_at_the_token_endpoint_is_invalid_scope(app, scope):
+    # Was: validate_requested_scope echoed the scope into InvalidScopeError: a 500; then a
+    # generic invalid_request. RFC 6749 §5.2: "invalid_scope: The requested scope is invalid,
+    # unknown, malformed", so exactly that, its description cleaned.
     body = urlencode({"grant_type": "client_credentials", "scope": scope})
     response = form("/token", body, **app.basic())
-    assert response.status_code == 400
-    assert response.json()["error"] in ("invalid_request", "invalid_scope")
-    assert_rfc_error(response, 400, response.json()["error"])
+    assert_rfc_error(response, 400, "invalid_scope")
 
 
 @pytest.mark.parametrize("scope", ['"', "é"])
-def test_a_malformed_scope_at_the_authorization_endpoint_is_not_a_500(app, logged_in_client, scope):
+def test_a_malformed_scope_at_the_authorization_endpoint_goes_back_as_invalid_scope(
+    app, logged_in_client, scope
+):
+    # RFC 6749 §4.1.2.1: the client and its redirect URI check out, so the error goes back to
+    # it (it was an error page, for want of a printable description).
     logged_in_client.raise_request_exception = False
     response = logged_in_client.get(authorize_url(app, scope=scope), secure=True)
-    assert response.status_code < 500
+    assert response.status_code == 302 and response["Location"].startswith(REDIRECT + "?")
+    assert query(response["Location"])["error"] == "invalid_scope"
+    assert ERROR_DESCRIPTION.fullmatch(query(response["Location"])["error_description"])
 
 
 def test_a_non_ascii_redirect_uri_is_an_error_page(app):

@@ -5,7 +5,10 @@ Each request starts valid (real clients, secrets, codes, tokens, redirect URIs, 
 browser) and is then mutated: parameters dropped, replaced by hostile values, repeated, renamed,
 added; bodies as invalid UTF-8, JSON, multipart, the wrong or no Content-Type; malformed Basic and
 Bearer credentials and giant headers; plain http. Every answer is held to tests/fuzz/harness.py:
-no 5xx, the RFC's error shape and codes, no-store, no traceback, and the OpenAPI document.
+no 5xx, the RFC's error shape and codes, no-store, no traceback, and the OpenAPI document; where
+the error is known (a missing required parameter, a wrong method, a registration body that is
+not a JSON object, an update without client_id, an authorization request without
+response_type), exactly that code, and a minimum share of each run is held to one.
 
 Each test sends at least its budget; together with tests/fuzz/test_schemathesis.py the default
 run sends at least 10,000 requests. ``-m fuzz_long`` runs the long variants instead.
@@ -14,6 +17,7 @@ run sends at least 10,000 requests. ``-m fuzz_long`` runs the long variants inst
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import given
@@ -55,9 +59,19 @@ def test_the_default_budget_adds_up_to_10000_requests():
     assert sum(BUDGETS.values()) + harness.SCHEMATHESIS_MINIMUM >= harness.TOTAL_MINIMUM
 
 
+# At least this many answers per 1,000 requests are held to an exact error code (a missing
+# required parameter, a wrong method, ...: tests/fuzz/harness.py), so the check cannot quietly
+# stop applying.
+EXACT_PER_MILLE = {"token": 150, "introspect": 130, "revoke": 130, "register": 200, "authorize": 20}
+
+
+def _exact(target: str) -> int:
+    return sum(n for key, n in harness.EXACT.items() if key.startswith(f"{target}: "))
+
+
 def _run(target: str, budget: int, strategy, act) -> None:
-    """Draw ``budget`` examples from ``strategy`` and ``act`` on each; check the count."""
-    before = harness.REQUESTS[target]
+    """Draw ``budget`` examples from ``strategy`` and ``act`` on each; check the counts."""
+    before, exact_before = harness.REQUESTS[target], _exact(target)
 
     @hypothesis_settings(budget)
     @given(example=strategy)
@@ -67,6 +81,8 @@ def _run(target: str, budget: int, strategy, act) -> None:
     fuzz()
     sent = harness.REQUESTS[target] - before
     assert sent >= budget, f"{target}: {sent} requests sent, {budget} due"
+    exact, due = _exact(target) - exact_before, budget * EXACT_PER_MILLE.get(target, 0) // 1000
+    assert exact >= due, f"{target}: {exact} answers held to an exact error code, {due} due"
 
 
 PROTOCOL_METHODS = ["POST"] * 16 + ["GET", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"]
@@ -103,6 +119,9 @@ def test_token_endpoint(world, budget):
             ("redirect_uri", "http://127.0.0.1:8765/cb"),
             ("code_verifier", "v" * 43),
         ],
+        # Without a required parameter (RFC 6749 §4.1.3, §6): exactly invalid_request is due.
+        [("grant_type", "authorization_code"), ("redirect_uri", "https://app.example.com/callback"), ("code_verifier", v["code_verifier"][0])],
+        [("grant_type", "refresh_token"), ("scope", "openid")],
         [],
     ]  # fmt: skip
     strategy = requests(
@@ -343,7 +362,11 @@ def test_registration_endpoints(world, budget):
         if method in ("GET", "DELETE"):
             body = b""
         sent = request(method, path, (body, content_type), hdrs, secure=secure)
-        response = send("register", w.anonymous, sent)
+        own = client_id == managed["client_id"]
+        if own and hdrs.get("HTTP_AUTHORIZATION") == f"Bearer {managed['token']}":
+            response = send("register", w.anonymous, sent, expect=_update_without_client_id(sent))
+        else:
+            response = send("register", w.anonymous, sent)
         if response is None or path == "/register":
             return
         if response.status_code == 200:
@@ -352,6 +375,18 @@ def test_registration_endpoints(world, budget):
             managed.update(register_one())
 
     _run("register", budget, plans(), act)
+
+
+def _update_without_client_id(sent) -> harness.Expected | None:
+    """RFC 7592 §2.2: an update MUST carry the client's client_id. Sent by the client itself
+    (with its current registration access token) over TLS, a JSON object without one is
+    invalid_request."""
+    template = "/register/{client_id}"
+    if sent.method != "PUT" or not sent.secure or harness.expected_error(template, sent):
+        return None
+    if json.loads(sent.body).get("client_id"):
+        return None
+    return harness.Expected("invalid_request", "update without client_id")
 
 
 # --- the authorization endpoint (RFC 6749 §4.1.1, OIDC Core §3.1.2) ----------------------------
@@ -371,9 +406,39 @@ def test_authorization_endpoint(world, budget):
 
     def act(example):
         sent, signed_in = example
-        send("authorize", w.browser if signed_in else w.anonymous, sent)
+        expect = None
+        if _missing_response_type(w, sent):
+            expect = harness.Expected("invalid_request", "no response_type")
+        response = send("authorize", w.browser if signed_in else w.anonymous, sent, expect=expect)
+        if expect and response is not None:  # back to the client, at its checked redirect URI
+            assert response["Location"].startswith(_missing_response_type(w, sent) + "?"), sent
 
     _run("authorize", budget, strategy, act)
+
+
+def _missing_response_type(world, sent) -> str | None:
+    """RFC 6749 §4.1.2.1: a GET over TLS from a known client with a redirect URI that checks out
+    (§3.1.2.3), without response_type, is sent back there with invalid_request. Returns that
+    redirect URI, or None when the request is anything else."""
+    if sent.method != "GET" or not sent.secure or not sent.query.isascii():
+        return None
+    try:
+        pairs = parse_qsl(sent.query, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    params = dict(pairs)
+    if len(params) != len(pairs) or any(len(v) > 4096 for v in params.values()):
+        return None  # refused on an error page first (RFC 6749 §3.1)
+    if params.get("response_type"):
+        return None
+    clients = {c.client_id: c.client for c in (world.confidential, world.poster, world.public)}
+    client = clients.get(params.get("client_id"))
+    if client is None:
+        return None
+    uri = params.get("redirect_uri")
+    if uri:
+        return uri if uri in client.redirect_uris else None
+    return client.redirect_uris[0] if len(client.redirect_uris) == 1 else None
 
 
 @budgets(BUDGETS["consent"])

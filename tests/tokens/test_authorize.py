@@ -175,6 +175,48 @@ def test_an_unsupported_response_type_goes_back_to_the_client(logged_in_client, 
     )
 
 
+@pytest.mark.parametrize("response_type", [None, ""], ids=["absent", "empty"])
+def test_rfc6749_s4_1_2_1_a_missing_response_type_goes_back_to_the_client_as_invalid_request(
+    logged_in_client, confidential, response_type
+):
+    """RFC 6749 §4.1.2.1 invalid_request: "missing a required parameter" (response_type,
+    §4.1.1); not unsupported_response_type, since none was named. §3.1: empty is absent."""
+    url = authorize_url(confidential, response_type=response_type, challenge=pkce_pair()[1])
+    response = logged_in_client.get(url, secure=True)
+    assert response.status_code == 302
+    assert response["Location"].startswith(REDIRECT + "?")
+    params = query(response["Location"])
+    assert params["error"] == "invalid_request" and params["state"] == "xyz"
+    assert params["iss"] == ISSUER and "code" not in params
+
+
+@pytest.mark.parametrize(
+    "redirect_uri", ["https://evil.example/cb", None], ids=["unregistered", "one-of-several"]
+)
+def test_rfc6749_s4_1_2_1_a_missing_response_type_never_redirects_to_an_unchecked_uri(
+    logged_in_client, redirect_uri
+):
+    """RFC 6749 §4.1.2.1: with a redirect URI that is not registered (or not named when several
+    are), the error is shown to the person; the user-agent is never redirected."""
+    client, _ = create_client(name="Two", redirect_uris=[REDIRECT, "https://app.example.com/other"])
+    url = f"/authorize?client_id={client.client_id}&state=s"
+    if redirect_uri:
+        url += f"&redirect_uri={redirect_uri}"
+    response = logged_in_client.get(url, secure=True)
+    assert response.status_code == 400 and "Location" not in response
+
+
+def test_rfc6749_s4_1_2_1_a_missing_client_id_is_shown_to_the_person_not_redirected(
+    logged_in_client,
+):
+    """RFC 6749 §4.1.2.1: "if the client identifier is missing or invalid ... MUST NOT
+    automatically redirect"."""
+    response = logged_in_client.get(
+        f"/authorize?response_type=code&redirect_uri={REDIRECT}&state=s", secure=True
+    )
+    assert response.status_code == 400 and "Location" not in response
+
+
 def test_an_unknown_or_disallowed_scope_is_invalid_scope(logged_in_client, confidential):
     """RFC 6749 §4.1.2.1: invalid_scope."""
     for scope in ("openid admin", "openid orders.write"):

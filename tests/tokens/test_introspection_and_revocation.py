@@ -5,7 +5,14 @@ from django.test import Client as Browser
 
 from accounts.models import SecurityEvent, UserSession
 from tests.conftest import session_row, sign_in
-from tests.tokens.conftest import endpoint, exchange, get_code, refresh, token_request
+from tests.tokens.conftest import (
+    Registered,
+    endpoint,
+    exchange,
+    get_code,
+    refresh,
+    token_request,
+)
 from tests.tokens.test_token_endpoint import assert_oauth_error
 from tokens import clients, revocation
 from tokens.models import RefreshToken, RevokedAccessToken
@@ -215,3 +222,24 @@ def test_client_credentials_tokens_introspect_while_the_client_is_active(confide
         name="RS", redirect_uris=[], grant_types=["client_credentials"], scopes=[]
     )
     assert introspect(Registered(rs, secret), value) == {"active": False}
+
+
+@pytest.mark.parametrize("path", ["/introspect", "/revoke"])
+@pytest.mark.parametrize(
+    "data",
+    [{"token_type_hint": "access_token"}, {"token": ""}, {"token": "", "token_type_hint": "x"}],
+    ids=["no-token", "empty-token", "empty-token-and-a-bad-hint"],
+)
+@pytest.mark.parametrize("credentials", ["right", "wrong", "none"])
+def test_rfc7009_s2_1_and_rfc7662_s2_1_a_missing_token_is_invalid_request(
+    confidential, path, data, credentials
+):
+    """RFC 7009 §2.1 / RFC 7662 §2.1: token is REQUIRED; RFC 6749 §5.2 invalid_request, with an
+    empty value the same as none (§3.2), and the same answer whoever sends it."""
+    client = {
+        "right": confidential,
+        "wrong": Registered(confidential.client, "not-the-secret"),
+        "none": None,
+    }[credentials]
+    body = assert_oauth_error(endpoint(path, client, data), "invalid_request")
+    assert body["error_description"] == "Missing 'token' in request."

@@ -124,7 +124,12 @@ def update_of(registration: dict, **changes) -> dict:
 
 def row(client_id: str) -> dict:
     values = Client.objects.filter(client_id=client_id).values().get()
-    for volatile in ("updated", "registration_token_digest"):
+    for volatile in (
+        "updated",
+        "registration_token_digest",
+        "registration_token_previous_digest",
+        "registration_token_previous_expires",
+    ):
         values.pop(volatile)
     return values
 
@@ -447,6 +452,95 @@ def test_unsupported_or_inconsistent_metadata_is_invalid_client_metadata(initial
     assert not Client.objects.exists()
 
 
+# --- default and checked scopes (RFC 7591 §2, OIDC Core §11; the rule is tokens/scopes.py) ------
+DEFAULT_SCOPES = {
+    "code": (["authorization_code"], "openid profile email"),
+    "code-and-refresh": (
+        ["authorization_code", "refresh_token"],
+        "openid profile email offline_access",
+    ),
+    "client-credentials": (["client_credentials"], ""),
+    "all-three": (
+        ["authorization_code", "refresh_token", "client_credentials"],
+        "openid profile email offline_access",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("grant_types", "scope"), DEFAULT_SCOPES.values(), ids=DEFAULT_SCOPES.keys()
+)
+def test_a_registration_without_scope_gets_the_scopes_its_grant_types_can_use(
+    initial_token, grant_types, scope
+):
+    """RFC 7591 §2: "If omitted, an authorization server MAY register a client with a default
+    set of scopes." Here: the OpenID Connect scopes for the code grant, offline_access too when
+    it may refresh (OIDC Core §11), and nothing for a client with no person behind it."""
+    metadata = {k: v for k, v in WEB_APP.items() if k != "scope"}
+    metadata["grant_types"] = grant_types
+    if "authorization_code" not in grant_types:
+        metadata.update(response_types=[], redirect_uris=[])
+    response = register(metadata, initial_token)
+    assert response.status_code == 201, response.content
+    assert response.json()["scope"] == scope
+    assert Client.objects.get(client_id=response.json()["client_id"]).allowed_scopes == (
+        scope.split()
+    )
+
+
+def test_a_client_registered_for_refresh_without_scope_gets_a_refresh_token_for_offline_access(
+    initial_token, logged_in_client
+):
+    """RFC 7591 §2 with OIDC Core §11: a client registered with grant_types
+    [authorization_code, refresh_token] and no scope asks for "openid offline_access" at the
+    authorization endpoint, as certified relying parties do, and gets a refresh token."""
+    metadata = {
+        "client_name": "Certified RP",
+        "redirect_uris": ["https://rp.example.com/cb"],
+        "grant_types": ["authorization_code", "refresh_token"],
+    }
+    client = as_registered(register(metadata, initial_token).json())
+    code, verifier = get_code(logged_in_client, client, scope="openid offline_access")
+    response = exchange(client, code, verifier)
+    assert response.status_code == 200, response.content
+    tokens = response.json()
+    assert tokens["scope"] == "openid offline_access"
+    assert tokens["refresh_token"] and tokens["id_token"]
+    refreshed = refresh(client, tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.content
+    assert refreshed.json()["scope"] == "openid offline_access"
+
+
+def test_every_scope_discovery_advertises_can_be_registered_and_no_other(initial_token, settings):
+    """RFC 7591 §2 / §3.2.2: a requested scope is checked against what the server offers,
+    which is what discovery advertises (OIDC Discovery §3 scopes_supported), operator-defined
+    scopes included; anything else is invalid_client_metadata, naming the culprit."""
+    settings.OAUTH_SCOPES = {**settings.OAUTH_SCOPES, "orders.read": "Read your orders"}
+    advertised = api().get("/.well-known/openid-configuration", secure=True).json()
+    assert "orders.read" in advertised["scopes_supported"]
+    response = register(
+        {**WEB_APP, "scope": " ".join(advertised["scopes_supported"])}, initial_token
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["scope"].split() == advertised["scopes_supported"]
+
+    refused = register({**WEB_APP, "scope": "openid orders.write"}, initial_token)
+    body = assert_error(refused, "invalid_client_metadata")
+    assert "orders.write" in body["error_description"]
+    assert Client.objects.count() == 1
+
+
+def test_an_update_without_scope_gets_the_defaults_of_its_new_grant_types(web_app):
+    """RFC 7592 §2.2: an update replaces the registration, so an omitted scope is omitted:
+    the server's default for the grant types it now names (RFC 7591 §2)."""
+    update = update_of(web_app, grant_types=["authorization_code"])
+    del update["scope"]
+    uri, token = web_app["registration_client_uri"], web_app["registration_access_token"]
+    response = manage("PUT", uri, token, update)
+    assert response.status_code == 200, response.content
+    assert response.json()["scope"] == "openid profile email"
+
+
 def test_authorization_code_without_the_code_response_type_is_invalid_client_metadata(
     initial_token,
 ):
@@ -568,11 +662,12 @@ def test_an_update_keeps_an_operators_stricter_ask_every_time_policy(web_app):
 
 
 # --- RFC 7592: read, update, delete -----------------------------------------------------------
-def test_reading_the_registration_returns_the_metadata_and_a_new_registration_access_token(
+def test_reading_the_registration_returns_the_metadata_and_keeps_the_registration_access_token(
     web_app,
 ):
-    """RFC 7592 §2.1 / §3: the current metadata; the server may rotate the registration access
-    token, and here does, so the old one stops working."""
+    """RFC 7592 §2.1 / §3: the current metadata, with the registration access token (REQUIRED
+    in the response). The server MAY rotate it, but not on a read by default: a client that
+    reads twice at once, or loses one response, must not be locked out of its registration."""
     uri, old = web_app["registration_client_uri"], web_app["registration_access_token"]
     response = manage("GET", uri, old)
     assert response.status_code == 200, response.content
@@ -585,11 +680,10 @@ def test_reading_the_registration_returns_the_metadata_and_a_new_registration_ac
     assert body["client_secret_expires_at"] == 0
     assert "client_secret" not in body  # only its digest exists
     assert body["registration_client_uri"] == uri
-    new = body["registration_access_token"]
-    assert new and new != old
+    assert body["registration_access_token"] == old
 
-    assert_bearer_challenge(manage("GET", uri, old))
-    assert manage("GET", uri, new).status_code == 200
+    again = manage("GET", uri, old)
+    assert again.status_code == 200 and again.json()["registration_access_token"] == old
 
 
 def test_an_update_replaces_the_registration(web_app, logged_in_client):
@@ -842,6 +936,114 @@ def test_back_channel_logout_metadata_is_registered_and_echoed(initial_token):
     client = Client.objects.get(client_id=body["client_id"])
     assert client.backchannel_logout_uri == metadata["backchannel_logout_uri"]
     assert client.backchannel_logout_session_required is False
+
+
+# --- RFC 7592 §3: rotating the registration access token (REGISTRATION_TOKEN_ROTATION) -------
+def read_with(uri: str, token: str) -> str:
+    """GET the registration (RFC 7592 §2.1); the registration access token it hands back."""
+    response = manage("GET", uri, token)
+    assert response.status_code == 200, response.content
+    return response.json()["registration_access_token"]
+
+
+def update_with(uri: str, token: str, registration: dict, **changes) -> str:
+    """PUT the registration (RFC 7592 §2.2); the registration access token it hands back."""
+    response = manage("PUT", uri, token, update_of(registration, **changes))
+    assert response.status_code == 200, response.content
+    return response.json()["registration_access_token"]
+
+
+def test_rfc7592_s3_by_default_an_update_rotates_the_token_and_a_read_never_does(web_app):
+    """RFC 7592 §3: the server MAY issue a new registration access token; here on update
+    (REGISTRATION_TOKEN_ROTATION=on_update, the default), never on a read, so two reads at
+    once (or a lost read response) cannot lock the client out."""
+    assert settings.REGISTRATION_TOKEN_ROTATION == "on_update"
+    uri, first = web_app["registration_client_uri"], web_app["registration_access_token"]
+    assert read_with(uri, first) == first
+    assert read_with(uri, first) == first
+    second = update_with(uri, first, web_app, client_name="Renamed")
+    assert second not in (first, None)
+    assert read_with(uri, second) == second
+    stored = Client.objects.get(client_id=web_app["client_id"])
+    assert stored.registration_token_digest == token_digest(second)
+    assert stored.registration_token_previous_digest == token_digest(first)
+
+
+def test_rfc7592_s3_rotation_never_keeps_one_token_through_reads_and_updates(web_app, settings):
+    """RFC 7592 §3: rotating is optional (MAY); REGISTRATION_TOKEN_ROTATION=never turns it off."""
+    settings.REGISTRATION_TOKEN_ROTATION = "never"
+    uri, token = web_app["registration_client_uri"], web_app["registration_access_token"]
+    assert update_with(uri, token, web_app, client_name="Renamed") == token
+    assert read_with(uri, token) == token
+    assert update_with(uri, token, web_app, client_name="Again") == token
+    stored = Client.objects.get(client_id=web_app["client_id"])
+    assert stored.name == "Again" and stored.registration_token_previous_digest == ""
+
+
+def test_rfc7592_s3_rotation_on_every_use_gives_a_new_token_on_each_read_too(web_app, settings):
+    """RFC 7592 §3: REGISTRATION_TOKEN_ROTATION=on_every_use rotates on reads as well; each
+    response carries the new token, which the client MUST use from then on."""
+    settings.REGISTRATION_TOKEN_ROTATION = "on_every_use"
+    uri, first = web_app["registration_client_uri"], web_app["registration_access_token"]
+    second = read_with(uri, first)
+    third = read_with(uri, second)
+    fourth = update_with(uri, third, web_app, client_name="Renamed")
+    assert len({first, second, third, fourth}) == 4
+    assert read_with(uri, fourth) not in (first, second, third, fourth)
+    # Only the newest and the one just replaced work; the older ones are gone.
+    for old in (first, second, third):
+        assert_bearer_challenge(manage("GET", uri, old))
+
+
+def test_rfc7592_s3_the_replaced_token_still_works_during_the_overlap_and_gets_a_fresh_one(
+    web_app,
+):
+    """RFC 7592 §3 says the client MUST discard its old token once a response carries a new
+    one; a response can be lost, so after a rotation the replaced token keeps working for
+    REGISTRATION_TOKEN_OVERLAP seconds, and a request made with it gets a fresh token (the
+    server keeps only digests, so it cannot hand back the one that was lost)."""
+    uri, old = web_app["registration_client_uri"], web_app["registration_access_token"]
+    lost = update_with(uri, old, web_app, client_name="Renamed")  # the client never sees it
+
+    recovered = read_with(uri, old)  # a read, which never rotates by itself
+    assert recovered not in (old, lost)
+    assert read_with(uri, recovered) == recovered
+    assert_bearer_challenge(manage("GET", uri, old))  # replaced twice: gone at once
+
+
+def test_rfc7592_s3_the_replaced_token_stops_working_when_the_overlap_ends(web_app, settings):
+    """RFC 7592 §3: the overlap is short; after it only the newest token works."""
+    settings.REGISTRATION_TOKEN_OVERLAP = 1
+    uri, old = web_app["registration_client_uri"], web_app["registration_access_token"]
+    new = update_with(uri, old, web_app, client_name="Renamed")
+    time.sleep(1.2)
+    assert_bearer_challenge(manage("GET", uri, old))
+    assert_bearer_challenge(manage("PUT", uri, old, update_of(web_app, client_name="Late")))
+    assert_bearer_challenge(manage("DELETE", uri, old))
+    assert read_with(uri, new) == new
+    assert Client.objects.get(client_id=web_app["client_id"]).name == "Renamed"
+
+
+def test_rfc7592_s3_a_refused_update_rotates_nothing(web_app):
+    """RFC 7592 §2.2 / §3: an error response carries no new token, so nothing may change."""
+    uri, token = web_app["registration_client_uri"], web_app["registration_access_token"]
+    refused = manage("PUT", uri, token, update_of(web_app, grant_types=["implicit"]))
+    assert_error(refused, "invalid_client_metadata")
+    stored = Client.objects.get(client_id=web_app["client_id"])
+    assert stored.registration_token_digest == token_digest(token)
+    assert stored.registration_token_previous_digest == ""
+
+
+def test_rfc7592_s5_rotated_registration_access_tokens_are_kept_only_as_digests(web_app):
+    """RFC 7592 §5: the registration access token is a credential; neither the current one
+    nor the one it replaced is stored in a usable form."""
+    uri, old = web_app["registration_client_uri"], web_app["registration_access_token"]
+    new = update_with(uri, old, web_app, client_name="Renamed")
+    stored = json.dumps(
+        Client.objects.filter(client_id=web_app["client_id"]).values().get(), default=str
+    )
+    assert old not in stored and new not in stored
+    assert token_digest(old) in stored and token_digest(new) in stored
 
 
 # --- Django admin -----------------------------------------------------------------------------

@@ -8,7 +8,15 @@ import pytest
 from django.test import Client as Browser
 
 from accounts.models import SecurityEvent
-from tests.tokens.conftest import REDIRECT, endpoint, exchange, get_code, refresh, token_request
+from tests.tokens.conftest import (
+    REDIRECT,
+    Registered,
+    endpoint,
+    exchange,
+    get_code,
+    refresh,
+    token_request,
+)
 from tokens.clients import create_client
 from tokens.models import AuthorizationCode, RefreshToken, RevokedAccessToken
 
@@ -167,10 +175,61 @@ def test_an_inactive_client_gets_no_tokens(confidential):
 
 
 def test_an_unsupported_grant_type(confidential):
-    for grant in ("password", "implicit", "urn:ietf:params:oauth:grant-type:device_code", ""):
+    for grant in ("password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"):
         assert_oauth_error(
             token_request(confidential, {"grant_type": grant}), "unsupported_grant_type"
         )
+
+
+MISSING_PARAMETERS = {
+    "no-grant-type": {"scope": "profile"},
+    "empty-grant-type": {"grant_type": "", "scope": "profile"},
+    "code-grant-without-code": {
+        "grant_type": "authorization_code",
+        "redirect_uri": REDIRECT,
+        "code_verifier": "v" * 43,
+    },
+    "code-grant-with-an-empty-code": {
+        "grant_type": "authorization_code",
+        "code": "",
+        "redirect_uri": REDIRECT,
+    },
+    "refresh-without-refresh-token": {"grant_type": "refresh_token"},
+    "refresh-with-an-empty-refresh-token": {"grant_type": "refresh_token", "refresh_token": ""},
+}
+
+
+@pytest.mark.parametrize("data", MISSING_PARAMETERS.values(), ids=MISSING_PARAMETERS.keys())
+@pytest.mark.parametrize("credentials", ["right", "wrong", "none"])
+def test_rfc6749_s5_2_a_missing_required_parameter_is_invalid_request(
+    confidential, data, credentials
+):
+    """RFC 6749 §5.2 invalid_request: "The request is missing a required parameter"; §3.2: a
+    parameter without a value is treated as omitted. Not unsupported_grant_type (there is no
+    grant type to be unsupported), nor invalid_grant; and the same answer whoever sends it,
+    because the request is malformed before anyone is authenticated."""
+    client = {
+        "right": confidential,
+        "wrong": Registered(confidential.client, "not-the-secret"),
+        "none": None,
+    }[credentials]
+    body = assert_oauth_error(token_request(client, data), "invalid_request")
+    assert body["error_description"].startswith("Missing '")
+
+
+def test_rfc6749_s4_1_3_an_exchange_without_the_redirect_uri_of_the_request_is_invalid_request(
+    logged_in_client, confidential
+):
+    """RFC 6749 §4.1.3: redirect_uri is REQUIRED when the authorization request had one: its
+    absence is a missing parameter (invalid_request), a different one is invalid_grant. Neither
+    uses the code up."""
+    code, verifier = get_code(logged_in_client, confidential)
+    data = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}
+    body = assert_oauth_error(token_request(confidential, data), "invalid_request")
+    assert "redirect_uri" in body["error_description"]
+    other = {**data, "redirect_uri": REDIRECT + "/other"}
+    assert_oauth_error(token_request(confidential, other), "invalid_grant")
+    assert exchange(confidential, code, verifier).status_code == 200
 
 
 def test_a_grant_type_the_client_may_not_use(logged_in_client, public):

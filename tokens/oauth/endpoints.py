@@ -14,6 +14,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint as BaseEndSessionEndpoin
 from accounts.models import SecurityEvent
 from tokens import access_tokens, keys, refresh_tokens, revocation
 from tokens.models import RefreshToken, token_digest
+from tokens.oauth import required
 from tokens.oauth.oidc import ID_TOKEN_ALGORITHMS, read_id_token
 
 
@@ -58,9 +59,16 @@ class UnsupportedTokenTypeError(OAuth2Error):
 
 
 class CheckedParameters:
+    def create_endpoint_response(self, request):
+        # RFC 7009 §2.1 / RFC 7662 §2.1: token is REQUIRED; checked before the client is
+        # authenticated (tokens/oauth/required.py), and an empty one is a missing one.
+        if problem := required.missing(request.form, required.TOKEN_OPERATION):
+            raise problem
+        return super().create_endpoint_response(request)
+
     def check_params(self, request, client) -> None:
-        if "token" not in request.form:
-            raise InvalidRequestError("Missing 'token' in request.")
+        if problem := required.missing(request.form, required.TOKEN_OPERATION):
+            raise problem
         hint = request.form.get("token_type_hint")
         if hint and hint not in self.SUPPORTED_TOKEN_TYPES:
             raise UnsupportedTokenTypeError()

@@ -13,6 +13,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
 from tokens import access_tokens, codes, refresh_tokens
+from tokens.oauth.registration import error_text
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -56,7 +57,10 @@ class IssuesTokens:
             if scope not in self.server.scopes_supported or scope not in allowed
         ]
         if unknown:
-            raise InvalidScopeError(f"Scope not allowed for this client: {' '.join(unknown)}")
+            # RFC 6749 §5.2: invalid_scope also for a malformed scope; its echo is cleaned to
+            # the error_description character set, or Authlib could not build the error at all.
+            named = error_text(" ".join(unknown)[:200])
+            raise InvalidScopeError(f"Scope not allowed for this client: {named}")
 
 
 class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
@@ -81,7 +85,12 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         )
 
     def query_authorization_code(self, code: str, client):
-        return codes.find_code_for_exchange(code, client, request=self.request.django_request)
+        row = codes.find_code_for_exchange(code, client, request=self.request.django_request)
+        if row is not None and row.redirect_uri and not self.request.payload.redirect_uri:
+            # RFC 6749 §4.1.3: REQUIRED when the authorization request had one. Absent is a
+            # missing parameter (§5.2 invalid_request); Authlib would call it a wrong one.
+            raise InvalidRequestError("Missing 'redirect_uri' in request.")
+        return row
 
     def delete_authorization_code(self, authorization_code) -> None:
         # Kept, marked used, so a second redemption is recognised as a replay.

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 
+from tokens import scopes
 from tokens.models import Client
 from tokens.oauth.oidc import ID_TOKEN_ALGORITHMS, SCOPE_CLAIMS
 
@@ -29,7 +30,7 @@ def provider_metadata() -> dict:
         "end_session_endpoint": _url("tokens:end_session"),
         "introspection_endpoint": _url("tokens:introspect"),
         "revocation_endpoint": _url("tokens:revoke"),
-        "scopes_supported": list(settings.OAUTH_SCOPES),
+        "scopes_supported": scopes.offered(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(Client.GrantType.values),

@@ -2,14 +2,20 @@
 
 Closed by default: registering needs an initial access token (admin, or
 ``manage.py create_initial_access_token``) unless OPEN_REGISTRATION is on. Each registration
-gets a registration access token for its own record; it is stored as a digest and replaced
-with a new one every time the record is read or updated.
+gets a registration access token for its own record, stored as a digest. RFC 7592 §3 lets the
+server rotate it; REGISTRATION_TOKEN_ROTATION says when: ``on_update`` (PUT, the default),
+``never``, or ``on_every_use``. Never on a read by default: a client that reads twice in
+parallel, or loses one response, would be locked out of its own registration for good.
+After a rotation the replaced token keeps working for REGISTRATION_TOKEN_OVERLAP seconds, and a
+request made with it gets a fresh token whatever the method: the server keeps only digests, so
+it cannot hand back the token whose response was lost.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from authlib.consts import default_json_headers
@@ -25,8 +31,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
-from tokens import clients, revocation
+from tokens import clients, revocation, scopes
 from tokens.models import Client, redirect_uri_problem, token_digest
 from tokens.oauth.metadata import provider_metadata
 
@@ -77,6 +84,11 @@ def check_metadata(data: dict) -> None:
             isinstance(value, list) and all(isinstance(item, str) for item in value)
         ):
             raise InvalidClientMetadataError(f"{name} must be an array of strings.")
+    if isinstance(data.get("scope"), str) and (
+        unknown := scopes.unknown_scopes(data["scope"].split())
+    ):
+        # Before Authlib's own check, which does not say which scope it is.
+        raise InvalidClientMetadataError(error_text(str(scopes.UnknownScopes(unknown))[:300]))
     if "jwks" in data:  # not supported; Authlib's own check chokes on a jwks that is not an object
         raise InvalidClientMetadataError("Not supported here: jwks.")
     flag = data.get("backchannel_logout_session_required")
@@ -132,7 +144,11 @@ def client_fields(metadata: dict) -> dict:
         raise InvalidClientMetadataError("'code' and 'authorization_code' go together.")
     if metadata.get("subject_type", "public") != "public":
         raise InvalidClientMetadataError("Only the 'public' subject type is supported.")
-    scope = metadata.get("scope")
+    try:
+        # RFC 7591 §2: omitted means the server's default, here what the grant types can use.
+        allowed_scopes = scopes.client_scopes(grant_types, metadata.get("scope"))
+    except scopes.UnknownScopes as error:
+        raise InvalidClientMetadataError(error_text(str(error)[:300])) from None
     fields = {
         "name": (metadata.get("client_name") or "Unnamed client")[:100],
         "client_type": Client.Type.PUBLIC if method == "none" else Client.Type.CONFIDENTIAL,
@@ -140,7 +156,7 @@ def client_fields(metadata: dict) -> dict:
         "redirect_uris": metadata.get("redirect_uris") or [],
         "post_logout_redirect_uris": metadata.get("post_logout_redirect_uris") or [],
         "grant_types": grant_types,
-        "allowed_scopes": scope.split() if scope else ["openid", "profile", "email"],
+        "allowed_scopes": allowed_scopes,
         "id_token_signed_response_alg": metadata.get("id_token_signed_response_alg") or "RS256",
         "backchannel_logout_uri": metadata.get("backchannel_logout_uri") or "",
         "backchannel_logout_session_required": metadata.get(
@@ -196,15 +212,53 @@ def describe(client: Client) -> dict:
     return body
 
 
-def registration_info(client: Client) -> dict:
-    """A fresh registration access token (the previous one stops working) and the record's URL."""
+def rotate_registration_token(client: Client) -> str:
+    """A new registration access token for ``client``, returned once and stored as a digest.
+
+    The token it replaces stays valid for REGISTRATION_TOKEN_OVERLAP seconds; the one before
+    that stops at once. Row-locked, so concurrent rotations each move the latest token aside.
+    """
     token = secrets.token_urlsafe(32)
-    Client.objects.filter(pk=client.pk).update(registration_token_digest=token_digest(token))
+    with transaction.atomic():
+        replaced = (
+            Client.objects.select_for_update()
+            .filter(pk=client.pk)
+            .values_list("registration_token_digest", flat=True)
+            .first()
+        )
+        overlap = timedelta(seconds=settings.REGISTRATION_TOKEN_OVERLAP)
+        Client.objects.filter(pk=client.pk).update(
+            registration_token_digest=token_digest(token),
+            registration_token_previous_digest=replaced or "",
+            registration_token_previous_expires=timezone.now() + overlap if replaced else None,
+        )
+    return token
+
+
+def registration_info(client: Client, token: str) -> dict:
+    """RFC 7592 §3: the registration access token and the record's URL."""
     return {
         "registration_access_token": token,
         "registration_client_uri": settings.ISSUER
         + reverse("tokens:client_configuration", args=[client.client_id]),
     }
+
+
+def rotates(request, state: str) -> bool:
+    """RFC 7592 §3: whether this request to the configuration endpoint gets a new token."""
+    if state == "previous":
+        return True  # the client lost the response that carried the current token
+    mode = settings.REGISTRATION_TOKEN_ROTATION
+    if mode == "on_every_use":
+        return True
+    return mode == "on_update" and request.method == "PUT"
+
+
+UPDATABLE_FIELDS = [
+    field.name
+    for field in Client._meta.concrete_fields
+    if not field.primary_key and not field.name.startswith("registration_token")
+]
 
 
 class InvalidTokenError(OAuth2Error):
@@ -253,7 +307,7 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
             client = apply(Client(client_id=clients.new_client_id()), client_fields(metadata))
             secret = client.set_new_secret()
             client.save()
-        body = {**describe(client), **registration_info(client)}
+        body = {**describe(client), **registration_info(client, rotate_registration_token(client))}
         if secret:
             body["client_secret"] = secret
         body["client_id_issued_at"] = int(time.time())
@@ -265,15 +319,17 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
         super().__init__(server, claims_classes=CLAIMS)
 
     def authenticate_token(self, request):
-        value = _bearer(request)
-        client = None
-        if value is not None:
-            client = Client.objects.filter(
-                registration_token_digest=token_digest(value), is_active=True
-            ).first()
-        if client is None:
+        value, client_id = _bearer(request), request.client_id_in_path
+        client = state = None
+        # (PostgreSQL text cannot hold NUL; no client id is longer than 64.)
+        if value is not None and client_id and len(client_id) <= 64 and "\x00" not in client_id:
+            client = Client.objects.filter(client_id=client_id, is_active=True).first()
+        if client is not None:
+            state = client.registration_token_state(value)
+        if state is None:
+            # RFC 6750 §3.1: not valid for this record; do not say whether it exists.
             raise InvalidTokenError("A valid registration access token is needed.")
-        return _RegistrationToken(client)
+        return _RegistrationToken(client, value, state)
 
     def authenticate_client(self, request):
         client = request.credential.client
@@ -305,7 +361,10 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
         return describe(client)
 
     def generate_client_registration_info(self, client, request) -> dict:
-        return registration_info(client)
+        credential = request.credential
+        if rotates(request, credential.state):
+            return registration_info(client, rotate_registration_token(client))
+        return registration_info(client, credential.value)  # RFC 7592 §3: still required
 
     def update_client(self, client, client_metadata, request) -> Client:
         # RFC 7592 §2.2: the request replaces the registration as a whole.
@@ -316,7 +375,9 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
         client = apply(client, fields)
         if client.is_public != was_public:
             request.new_client_secret = client.set_new_secret()
-        client.save()
+        # Not the registration token fields: a concurrent rotation may have moved them since
+        # this row was read, and rotate_registration_token() alone writes them.
+        client.save(update_fields=UPDATABLE_FIELDS)
         return client
 
     def delete_client(self, client, request) -> None:
@@ -325,8 +386,11 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
 
 
 class _RegistrationToken:
-    def __init__(self, client: Client):
-        self.client = client
+    """The registration access token a request presented: its client, its value, and whether it
+    is the current one or the one replaced by the last rotation ("previous")."""
+
+    def __init__(self, client: Client, value: str, state: str):
+        self.client, self.value, self.state = client, value, state
 
     def check_client(self, client: Client) -> bool:
         return self.client.pk == client.pk

@@ -7,10 +7,10 @@ from functools import lru_cache
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
 from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
-from django.conf import settings
 
-from tokens import clients, refresh_tokens
+from tokens import clients, refresh_tokens, scopes
 from tokens.models import Client, RefreshToken
+from tokens.oauth import required
 from tokens.oauth.endpoints import EndSessionEndpoint, IntrospectionEndpoint, RevocationEndpoint
 from tokens.oauth.grants import (
     AuthorizationCodeGrant,
@@ -44,6 +44,32 @@ class AuthorizationServer(DjangoAuthorizationServer):
 
     def create_oauth2_request(self, request) -> OAuth2Request:
         return OAuth2Request(request)
+
+    def get_token_grant(self, request):
+        if problem := required.token_request_problem(request.form):
+            raise problem  # answered in create_token_response (Authlib's catches only its own)
+        return super().get_token_grant(request)
+
+    def get_authorization_grant(self, request):
+        if not request.payload.response_type:
+            # RFC 6749 §4.1.2.1: invalid_request, sent back to the client only once its
+            # redirect URI has checked out (Authlib would say unsupported_response_type).
+            raise InvalidRequestError(
+                "Missing 'response_type' in request.",
+                redirect_uri=self._checked_redirect_uri(request),
+            )
+        return super().get_authorization_grant(request)
+
+    def _checked_redirect_uri(self, request) -> str | None:
+        """Where an authorization error may go: the request's redirect URI if registered for a
+        known client, or the client's only one (RFC 6749 §4.1.2.1, §3.1.2.3); else nowhere."""
+        client = self.query_client(request.payload.client_id)
+        if client is None:
+            return None
+        requested = request.payload.redirect_uri
+        if requested:
+            return requested if client.check_redirect_uri(requested) else None
+        return client.get_default_redirect_uri()
 
     def create_json_request(self, request):
         json_request = super().create_json_request(request)
@@ -82,7 +108,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
     def create_token_response(self, request=None):
         try:
             return super().create_token_response(request)
-        except InsecureTransportError as error:
+        except (InsecureTransportError, InvalidRequestError) as error:  # (the latter: required)
             return self.handle_response(*error())
         except ValueError as error:
             return self.handle_response(*unprintable_input(error)())
@@ -113,7 +139,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
 
 def build_server() -> AuthorizationServer:
     server = AuthorizationServer(Client, RefreshToken)
-    server.scopes_supported = list(settings.OAUTH_SCOPES)
+    server.scopes_supported = scopes.offered()
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
     )

@@ -1,0 +1,38 @@
+"""Required parameters of the protocol endpoints, and the error for one that is missing.
+
+RFC 6749 §5.2 (and §4.1.2.1 for the authorization endpoint): invalid_request, "The request is
+missing a required parameter". §3.1 / §3.2: a parameter sent without a value is treated as if
+it were omitted. Authlib answers a missing ``grant_type`` with unsupported_grant_type, a missing
+``response_type`` with unsupported_response_type, an empty ``code``, ``refresh_token`` or
+``token`` as if it were a wrong one, and looks for the others only after authenticating the
+client; these checks run first, so a malformed request gets the same answer whoever sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+
+# RFC 6749 §4.1.3 and §6 (§4.4.2, client_credentials, needs nothing beyond grant_type).
+TOKEN_REQUEST = {
+    "authorization_code": ("code",),
+    "refresh_token": ("refresh_token",),
+}
+# RFC 7009 §2.1 (revocation) and RFC 7662 §2.1 (introspection).
+TOKEN_OPERATION = ("token",)
+
+
+def missing(form: Mapping[str, str], names: Iterable[str]) -> InvalidRequestError | None:
+    """invalid_request naming the first of ``names`` that ``form`` lacks (or holds empty)."""
+    for name in names:
+        if not form.get(name):
+            return InvalidRequestError(f"Missing '{name}' in request.")
+    return None
+
+
+def token_request_problem(form: Mapping[str, str]) -> InvalidRequestError | None:
+    """What a token request (RFC 6749 §3.2) lacks: grant_type, then its grant's parameters."""
+    if problem := missing(form, ("grant_type",)):
+        return problem
+    return missing(form, TOKEN_REQUEST.get(form["grant_type"], ()))
