@@ -375,3 +375,18 @@ def test_oidcc_refresh_token_rfc6749_a_17_only_allowed_characters(logged_in_clie
     )
     body = exchange(confidential, code, verifier).json()
     assert body["refresh_token"] and all(0x20 <= ord(c) <= 0x7E for c in body["refresh_token"])
+
+
+def test_oidcc_userinfo_post_body_rfc6750_2_2_is_refused_cleanly(logged_in_client, confidential):
+    """RFC 6750 §2.2 (the token in a form body) is optional and not offered here; the module
+    ends with a warning on any HTTP error. It gets RFC 6750 §3.1's 401 with a Bearer challenge,
+    never a 500; the Authorization header form (§2.1) works, GET and POST."""
+    body = code_and_id_token(logged_in_client, confidential, scope="openid")
+    refused = Browser().post(
+        "/userinfo",
+        urlencode({"access_token": body["access_token"]}),
+        content_type="application/x-www-form-urlencoded",
+        secure=True,
+    )
+    assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
+    assert userinfo(body["access_token"], "post").status_code == 200
