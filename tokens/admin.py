@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from accounts.models import SecurityEvent
-from tokens import revocation, services
+from tokens import revocation, scopes, services
 from tokens.models import (
     BackchannelLogout,
     Client,
@@ -25,7 +25,12 @@ class ClientForm(forms.ModelForm):
     grant_types = forms.MultipleChoiceField(
         choices=Client.GrantType.choices, widget=forms.CheckboxSelectMultiple
     )
-    allowed_scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=False)
+    allowed_scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: what the grant types can use (authorization code: openid, "
+        "profile, email; with refresh token also offline_access; client credentials: none).",
+    )
     backchannel_logout_uri = forms.URLField(
         assume_scheme="https",
         required=False,
@@ -68,6 +73,17 @@ class ClientForm(forms.ModelForm):
 
     def clean_post_logout_redirect_uris(self) -> list[str]:
         return self._lines(self.cleaned_data["post_logout_redirect_uris"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        try:
+            # The same rule as dynamic registration and create_client (tokens/scopes.py).
+            cleaned["allowed_scopes"] = scopes.client_scopes(
+                cleaned.get("grant_types") or [], cleaned.get("allowed_scopes")
+            )
+        except scopes.UnknownScopes as error:
+            self.add_error("allowed_scopes", str(error))
+        return cleaned
 
 
 @admin.register(Client)

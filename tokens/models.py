@@ -20,6 +20,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from tokens.scopes import UnknownScopes, unknown_scopes
+
 
 def token_digest(value: str) -> str:
     """SHA-256 of a server-generated, high-entropy token: what the database keeps."""
@@ -234,11 +236,8 @@ class Client(models.Model):
             errors.setdefault("redirect_uris", []).append(
                 "The authorization code grant needs a redirect URI."
             )
-        unknown_scopes = set(self.allowed_scopes) - set(settings.OAUTH_SCOPES)
-        if unknown_scopes:
-            errors.setdefault("allowed_scopes", []).append(
-                f"Unknown scopes: {', '.join(sorted(unknown_scopes))}."
-            )
+        if unknown := unknown_scopes(self.allowed_scopes):
+            errors.setdefault("allowed_scopes", []).append(str(UnknownScopes(unknown)))
         if errors:
             raise ValidationError(errors)
 

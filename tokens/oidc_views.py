@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.sessions import SID_KEY
-from tokens import cors
+from tokens import cors, scopes
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.models import Client
 from tokens.oauth import resource
@@ -40,7 +40,7 @@ def provider_metadata() -> dict:
         "end_session_endpoint": _url("tokens:end_session"),
         "introspection_endpoint": _url("tokens:introspect"),
         "revocation_endpoint": _url("tokens:revoke"),
-        "scopes_supported": list(settings.OAUTH_SCOPES),
+        "scopes_supported": scopes.offered(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(Client.GrantType.values),

@@ -209,6 +209,30 @@ def test_a_client_that_breaks_the_rules_is_refused_with_a_form_error(
     assert not Client.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("grant_types", "scopes"),
+    [
+        (["authorization_code"], ["openid", "profile", "email"]),
+        (["authorization_code", "refresh_token"], ["openid", "profile", "email", "offline_access"]),
+        (["client_credentials"], []),
+    ],
+    ids=["code", "code-and-refresh", "client-credentials"],
+)
+def test_a_client_added_with_no_scope_ticked_gets_the_scopes_its_grant_types_can_use(
+    staff_client, grant_types, scopes
+):
+    """The rule of dynamic registration (RFC 7591 §2, OIDC Core §11), in admin: tokens/scopes.py."""
+    response = staff_client.post(ADD_URL, add_form(grant_types=grant_types, allowed_scopes=[]))
+    assert response.status_code == 200, form_errors(response) if response.context else ""
+    assert Client.objects.get(client_id=shown(response, "client-id")).allowed_scopes == scopes
+
+
+def test_a_scope_the_server_does_not_offer_is_refused_in_admin(staff_client):
+    response = staff_client.post(ADD_URL, add_form(allowed_scopes=["openid", "admin"]))
+    assert "allowed_scopes" in form_errors(response)
+    assert not Client.objects.exists()
+
+
 # --- rotating a secret ------------------------------------------------------------------------
 def test_rotating_the_secret_shows_a_new_one_and_the_old_one_stops_working_at_once(
     staff_client, confidential

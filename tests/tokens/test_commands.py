@@ -99,6 +99,24 @@ def test_create_client_public_prints_no_secret_and_the_none_method():
 
 
 @pytest.mark.parametrize(
+    ("args", "scope"),
+    [
+        ([], "openid profile email offline_access"),
+        (["--grant-type", "authorization_code"], "openid profile email"),
+        (["--grant-type", "client_credentials"], ""),
+    ],
+    ids=["default-grants", "code-only", "client-credentials"],
+)
+def test_create_client_without_scope_gets_the_scopes_its_grant_types_can_use(args, scope):
+    """The rule of dynamic registration (RFC 7591 §2, OIDC Core §11), here: tokens/scopes.py."""
+    if "client_credentials" not in args:
+        args = [*args, "--redirect-uri", "https://web.example.com/cb"]
+    printed = json.loads(run("create_client", "--name", "Defaults", *args))
+    assert printed["scope"] == scope
+    assert Client.objects.get(client_id=printed["client_id"]).allowed_scopes == scope.split()
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (

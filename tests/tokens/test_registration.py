@@ -447,6 +447,95 @@ def test_unsupported_or_inconsistent_metadata_is_invalid_client_metadata(initial
     assert not Client.objects.exists()
 
 
+# --- default and checked scopes (RFC 7591 §2, OIDC Core §11; the rule is tokens/scopes.py) ------
+DEFAULT_SCOPES = {
+    "code": (["authorization_code"], "openid profile email"),
+    "code-and-refresh": (
+        ["authorization_code", "refresh_token"],
+        "openid profile email offline_access",
+    ),
+    "client-credentials": (["client_credentials"], ""),
+    "all-three": (
+        ["authorization_code", "refresh_token", "client_credentials"],
+        "openid profile email offline_access",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("grant_types", "scope"), DEFAULT_SCOPES.values(), ids=DEFAULT_SCOPES.keys()
+)
+def test_a_registration_without_scope_gets_the_scopes_its_grant_types_can_use(
+    initial_token, grant_types, scope
+):
+    """RFC 7591 §2: "If omitted, an authorization server MAY register a client with a default
+    set of scopes." Here: the OpenID Connect scopes for the code grant, offline_access too when
+    it may refresh (OIDC Core §11), and nothing for a client with no person behind it."""
+    metadata = {k: v for k, v in WEB_APP.items() if k != "scope"}
+    metadata["grant_types"] = grant_types
+    if "authorization_code" not in grant_types:
+        metadata.update(response_types=[], redirect_uris=[])
+    response = register(metadata, initial_token)
+    assert response.status_code == 201, response.content
+    assert response.json()["scope"] == scope
+    assert Client.objects.get(client_id=response.json()["client_id"]).allowed_scopes == (
+        scope.split()
+    )
+
+
+def test_a_client_registered_for_refresh_without_scope_gets_a_refresh_token_for_offline_access(
+    initial_token, logged_in_client
+):
+    """RFC 7591 §2 with OIDC Core §11: a client registered with grant_types
+    [authorization_code, refresh_token] and no scope asks for "openid offline_access" at the
+    authorization endpoint, as certified relying parties do, and gets a refresh token."""
+    metadata = {
+        "client_name": "Certified RP",
+        "redirect_uris": ["https://rp.example.com/cb"],
+        "grant_types": ["authorization_code", "refresh_token"],
+    }
+    client = as_registered(register(metadata, initial_token).json())
+    code, verifier = get_code(logged_in_client, client, scope="openid offline_access")
+    response = exchange(client, code, verifier)
+    assert response.status_code == 200, response.content
+    tokens = response.json()
+    assert tokens["scope"] == "openid offline_access"
+    assert tokens["refresh_token"] and tokens["id_token"]
+    refreshed = refresh(client, tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.content
+    assert refreshed.json()["scope"] == "openid offline_access"
+
+
+def test_every_scope_discovery_advertises_can_be_registered_and_no_other(initial_token, settings):
+    """RFC 7591 §2 / §3.2.2: a requested scope is checked against what the server offers,
+    which is what discovery advertises (OIDC Discovery §3 scopes_supported), operator-defined
+    scopes included; anything else is invalid_client_metadata, naming the culprit."""
+    settings.OAUTH_SCOPES = {**settings.OAUTH_SCOPES, "orders.read": "Read your orders"}
+    advertised = api().get("/.well-known/openid-configuration", secure=True).json()
+    assert "orders.read" in advertised["scopes_supported"]
+    response = register(
+        {**WEB_APP, "scope": " ".join(advertised["scopes_supported"])}, initial_token
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["scope"].split() == advertised["scopes_supported"]
+
+    refused = register({**WEB_APP, "scope": "openid orders.write"}, initial_token)
+    body = assert_error(refused, "invalid_client_metadata")
+    assert "orders.write" in body["error_description"]
+    assert Client.objects.count() == 1
+
+
+def test_an_update_without_scope_gets_the_defaults_of_its_new_grant_types(web_app):
+    """RFC 7592 §2.2: an update replaces the registration, so an omitted scope is omitted:
+    the server's default for the grant types it now names (RFC 7591 §2)."""
+    update = update_of(web_app, grant_types=["authorization_code"])
+    del update["scope"]
+    uri, token = web_app["registration_client_uri"], web_app["registration_access_token"]
+    response = manage("PUT", uri, token, update)
+    assert response.status_code == 200, response.content
+    assert response.json()["scope"] == "openid profile email"
+
+
 def test_authorization_code_without_the_code_response_type_is_invalid_client_metadata(
     initial_token,
 ):

@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 
-from tokens import services
+from tokens import scopes, services
 from tokens.models import Client, redirect_uri_problem, token_digest
 
 
@@ -76,6 +76,11 @@ def check_metadata(data: dict) -> None:
             isinstance(value, list) and all(isinstance(item, str) for item in value)
         ):
             raise InvalidClientMetadataError(f"{name} must be an array of strings.")
+    if isinstance(data.get("scope"), str) and (
+        unknown := scopes.unknown_scopes(data["scope"].split())
+    ):
+        # Before Authlib's own check, which does not say which scope it is.
+        raise InvalidClientMetadataError(error_text(str(scopes.UnknownScopes(unknown))[:300]))
     if "jwks" in data:  # not supported; Authlib's own check chokes on a jwks that is not an object
         raise InvalidClientMetadataError("Not supported here: jwks.")
     flag = data.get("backchannel_logout_session_required")
@@ -131,7 +136,11 @@ def client_fields(metadata: dict) -> dict:
         raise InvalidClientMetadataError("'code' and 'authorization_code' go together.")
     if metadata.get("subject_type", "public") != "public":
         raise InvalidClientMetadataError("Only the 'public' subject type is supported.")
-    scope = metadata.get("scope")
+    try:
+        # RFC 7591 §2: omitted means the server's default, here what the grant types can use.
+        allowed_scopes = scopes.client_scopes(grant_types, metadata.get("scope"))
+    except scopes.UnknownScopes as error:
+        raise InvalidClientMetadataError(error_text(str(error)[:300])) from None
     fields = {
         "name": (metadata.get("client_name") or "Unnamed client")[:100],
         "client_type": Client.Type.PUBLIC if method == "none" else Client.Type.CONFIDENTIAL,
@@ -139,7 +148,7 @@ def client_fields(metadata: dict) -> dict:
         "redirect_uris": metadata.get("redirect_uris") or [],
         "post_logout_redirect_uris": metadata.get("post_logout_redirect_uris") or [],
         "grant_types": grant_types,
-        "allowed_scopes": scope.split() if scope else ["openid", "profile", "email"],
+        "allowed_scopes": allowed_scopes,
         "id_token_signed_response_alg": metadata.get("id_token_signed_response_alg") or "RS256",
         "backchannel_logout_uri": metadata.get("backchannel_logout_uri") or "",
         "backchannel_logout_session_required": metadata.get(

@@ -7,9 +7,8 @@ from functools import lru_cache
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
 from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
-from django.conf import settings
 
-from tokens import services
+from tokens import scopes, services
 from tokens.models import Client, RefreshToken
 from tokens.oauth.endpoints import EndSessionEndpoint, IntrospectionEndpoint, RevocationEndpoint
 from tokens.oauth.grants import (
@@ -113,7 +112,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
 
 def build_server() -> AuthorizationServer:
     server = AuthorizationServer(Client, RefreshToken)
-    server.scopes_supported = list(settings.OAUTH_SCOPES)
+    server.scopes_supported = scopes.offered()
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
     )

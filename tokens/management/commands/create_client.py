@@ -5,6 +5,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tokens import services
 from tokens.models import Client
+from tokens.scopes import UnknownScopes, client_scopes
+
+DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
 
 
 class Command(BaseCommand):
@@ -21,8 +24,10 @@ class Command(BaseCommand):
             help="Repeat for several (default: authorization_code and refresh_token).",
         )  # fmt: skip
         parser.add_argument(
-            "--scope", action="append", dest="scopes", help="Allowed scope; repeat for several."
-        )
+            "--scope", action="append", dest="scopes",
+            help="Allowed scope; repeat for several (default: what the grant types can use, "
+            "see tokens/scopes.py).",
+        )  # fmt: skip
         parser.add_argument(
             "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
         )
@@ -41,6 +46,12 @@ class Command(BaseCommand):
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
+        grant_types = grant_types or DEFAULT_GRANT_TYPES
+        try:
+            # The same rule as dynamic registration and admin (tokens/scopes.py).
+            scopes = client_scopes(grant_types, scopes)
+        except UnknownScopes as error:
+            raise CommandError(f"allowed_scopes: {error}") from None
         try:
             client, secret = services.create_client(
                 name=name,
