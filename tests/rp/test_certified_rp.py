@@ -27,7 +27,6 @@ import json
 import os
 import queue
 import re
-import select
 import shutil
 import socket
 import subprocess
@@ -482,7 +481,8 @@ def test_authlib_client_discovery_registration_code_pkce_refresh_userinfo_intros
 
 # --- openid-client (Node) ---------------------------------------------------------------------
 class NodeRelyingParty:
-    """tests/rp/openid_client_rp.mjs, spoken to in JSON lines."""
+    """tests/rp/openid_client_rp.mjs, spoken to in JSON lines. A thread reads its stdout into a
+    queue: select() on the pipe would miss lines already read into the file object's buffer."""
 
     def __init__(self, env: dict[str, str], log: Path):
         self.log = log
@@ -491,10 +491,19 @@ class NodeRelyingParty:
             cwd=RP_DIR, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"),
         )  # fmt: skip
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # end of output
 
     def next(self, step: str, seconds: float = 30) -> dict:
-        ready, _, _ = select.select([self.process.stdout], [], [], seconds)
-        line = self.process.stdout.readline() if ready else ""
+        try:
+            line = self.lines.get(timeout=seconds)
+        except queue.Empty:
+            line = ""
         if not line:
             self.process.kill()
             pytest.fail(f"openid-client said nothing while {step}; stderr: {self.log.read_text()}")
