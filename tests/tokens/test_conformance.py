@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client as Browser
 
+from tests.fuzz import spec
 from tests.tokens.conftest import (
     REDIRECT,
     Registered,
@@ -160,6 +161,7 @@ def test_oidcc_ensure_post_request_succeeds_oidc_core_3_1_2_1(logged_in_client, 
         HTTP_ORIGIN="https://app.example.com",
     )  # fmt: skip
     assert posted.status_code == 303
+    spec.check(posted)  # as /openapi.yaml describes it
     assert query(posted["Location"]) == posted_request(confidential, challenge)
     consent = browser.get(posted["Location"], secure=True)
     assert consent.status_code == 200 and b"Allow" in consent.content
