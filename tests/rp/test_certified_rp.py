@@ -348,7 +348,11 @@ def test_authlib_client_discovery_registration_code_pkce_refresh_userinfo_intros
     initial_access_token = create_initial_access_token(note="Authlib RP run")
 
     # Discovery 1.0 §4, validated with Authlib's own metadata classes.
-    metadata = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+    answer = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=10)
+    # DEBUG off over plain http: HSTS stays configured, but is only ever sent over https
+    # (RFC 6797 §7.2), so this loopback run is not pinned to a TLS it does not have.
+    assert "Strict-Transport-Security" not in answer.headers
+    metadata = answer.json()
     assert metadata["issuer"] == issuer  # §4.3: exactly the URL it was fetched from
     discovery.OpenIDProviderMetadata(metadata).validate(
         metadata_classes=[rpinitiated.OpenIDProviderMetadata]
