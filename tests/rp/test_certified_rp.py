@@ -144,7 +144,9 @@ def rp_site() -> Iterator[RelyingPartySite]:
 @pytest.fixture(scope="module")
 def collected_static() -> None:
     """DEBUG off serves hashed static names from the manifest, as the image does after its
-    build-time collectstatic; collect into this checkout's staticfiles/ (only this run uses it)."""
+    build-time collectstatic. STATIC_ROOT is not a setting of the environment, so this collects
+    into the checkout's staticfiles/ (as make bench does): two suites run at once in one
+    checkout would share it; separate checkouts never do."""
     result = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=120,
