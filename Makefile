@@ -39,8 +39,14 @@ run: $(VENV)/.run-installed
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-## test: the whole suite (browser tests included) against PostgreSQL and Redis.
-test: $(VENV)/.dev-installed
+# openid-client (Node) for the certified-RP run in tests/rp; without npm that test is skipped.
+tests/rp/node_modules/.installed: tests/rp/package.json tests/rp/package-lock.json
+	npm ci --prefix tests/rp --no-audit --no-fund --loglevel=error
+	touch $@
+
+## test: the whole suite (browser tests and the certified-RP run included) against PostgreSQL
+## and Redis; installs tests/rp's node packages first when npm is on the PATH.
+test: $(VENV)/.dev-installed $(if $(shell command -v npm),tests/rp/node_modules/.installed)
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: the token endpoint under wrk (client_credentials, refresh rotation, introspection, the

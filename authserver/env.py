@@ -59,6 +59,8 @@ class Config:
     signing_key_rotate_after_days: int
     open_registration: bool
     registration_token_rotation: str
+    allow_http_issuer_on_loopback: bool
+    backchannel_logout_allow_private_networks: bool
     metrics_token: str
     metrics_allowed_networks: list
 
@@ -157,7 +159,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
             )
             allowed_hosts = []
 
-    issuer = _issuer(read, debug)
+    allow_http_issuer_on_loopback = read.boolean("ALLOW_HTTP_ISSUER_ON_LOOPBACK", False)
+    issuer = _issuer(read, debug, allow_http_issuer_on_loopback)
     database = _database(read, debug, data_dir)
     redis_url = _redis_url(read, "REDIS_URL")
     cache = _cache(read, debug, redis_url)
@@ -213,6 +216,10 @@ def load(environ: dict[str, str] | None = None) -> Config:
         ),
         open_registration=read.boolean("OPEN_REGISTRATION", False),
         registration_token_rotation=_registration_token_rotation(read),
+        allow_http_issuer_on_loopback=allow_http_issuer_on_loopback,
+        backchannel_logout_allow_private_networks=read.boolean(
+            "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS", debug
+        ),
         metrics_token=read.string("METRICS_TOKEN", ""),
         metrics_allowed_networks=_networks(
             read, "METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"
@@ -229,7 +236,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
     return config
 
 
-def _issuer(read: _Reader, debug: bool) -> str:
+def _issuer(read: _Reader, debug: bool, allow_http_on_loopback: bool) -> str:
     value = read.raw("ISSUER")
     if value is None:
         if debug:
@@ -242,12 +249,33 @@ def _issuer(read: _Reader, debug: bool) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         read.problem("ISSUER", f"{value!r} is not an absolute URL such as https://auth.example.com")
-    elif parts.scheme != "https" and not debug:
+    elif parts.scheme != "https" and not debug and not allow_http_on_loopback:
         # OpenID Connect Discovery 1.0 §3: the issuer is a case-sensitive URL using https.
         read.problem("ISSUER", "must use https when DEBUG is off.")
+    elif parts.scheme != "https" and not debug and not _is_loopback_origin(parts):
+        read.problem(
+            "ISSUER",
+            "must use https when DEBUG is off; ALLOW_HTTP_ISSUER_ON_LOOPBACK allows http only "
+            "for 127.0.0.1, [::1] or localhost (with an optional port).",
+        )
     elif parts.query or parts.fragment:
         read.problem("ISSUER", "must not contain a query or fragment (RFC 8414 §2).")
     return value.rstrip("/")
+
+
+def _is_loopback_origin(parts) -> bool:
+    """True only for http://127.0.0.1, http://[::1] or http://localhost (any port, any path):
+    the hosts a browser treats as potentially trustworthy without TLS (W3C Secure Contexts
+    §3.1), so nothing on the network can read or alter what is sent to them. The host is the
+    parsed one, compared whole: 127.0.0.1.example.com, localhost.example.com and
+    127.0.0.1@evil.example are other hosts; user information or a bad port is refused too."""
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    if "@" in parts.netloc:
+        return False
+    return parts.hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _database(read: _Reader, debug: bool, data_dir: Path) -> dict:

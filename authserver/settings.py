@@ -165,7 +165,7 @@ REGISTRATION_TOKEN_ROTATION = CONFIG.registration_token_rotation
 REGISTRATION_TOKEN_OVERLAP = 60
 # Back-channel logout POSTs go to URLs that clients registered: never into private networks,
 # unless this is on (tests, or every relying party lives inside the network).
-BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = DEBUG
+BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = CONFIG.backchannel_logout_allow_private_networks
 BACKCHANNEL_LOGOUT_TIMEOUT = 5
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.

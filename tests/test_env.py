@@ -140,3 +140,70 @@ def test_registration_token_rotation_is_on_update_unless_set_and_refuses_anythin
         "REGISTRATION_TOKEN_ROTATION: 'on_read' is not one of never, on_update, on_every_use"
         in (message)
     )
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["http://127.0.0.1:8000", "http://127.0.0.1", "http://[::1]:8443/", "http://localhost:9000/op"],
+)
+def test_allow_http_issuer_on_loopback_accepts_an_http_loopback_issuer_with_debug_off(issuer):
+    config = env.load({**PRODUCTION, "ISSUER": issuer, "ALLOW_HTTP_ISSUER_ON_LOOPBACK": "true"})
+    assert config.debug is False
+    assert config.issuer == issuer.rstrip("/")
+    # Nothing else follows from it: back-channel logout still refuses private networks.
+    assert config.backchannel_logout_allow_private_networks is False
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://auth.example.com",
+        "http://127.0.0.1.example.com",  # a public name that starts like the loopback address
+        "http://localhost.example.com:8000",
+        "http://127.0.0.1@evil.example",  # user information: the host is evil.example
+        "http://localhost:8000@evil.example",
+        "http://10.0.0.5:8000",
+        "http://0.0.0.0:8000",
+        "http://127.0.0.1:99999",  # not a port
+    ],
+)
+def test_allow_http_issuer_on_loopback_refuses_every_other_host(issuer):
+    message = problems({**PRODUCTION, "ISSUER": issuer, "ALLOW_HTTP_ISSUER_ON_LOOPBACK": "true"})
+    assert (
+        "ISSUER: must use https when DEBUG is off; ALLOW_HTTP_ISSUER_ON_LOOPBACK allows" in message
+    )
+    assert "1 setting to fix" in message
+
+
+def test_an_http_loopback_issuer_needs_the_setting_when_debug_is_off():
+    message = problems({**PRODUCTION, "ISSUER": "http://127.0.0.1:8000"})
+    assert "ISSUER: must use https when DEBUG is off." in message
+    assert "1 setting to fix" in message
+    message = problems({**PRODUCTION, "ALLOW_HTTP_ISSUER_ON_LOOPBACK": "sometimes"})
+    assert "ALLOW_HTTP_ISSUER_ON_LOOPBACK: 'sometimes' is not a boolean" in message
+
+
+def test_a_loopback_http_issuer_keeps_every_other_production_default():
+    """The setting changes the scheme the issuer may use and nothing else: cookies stay Secure
+    (browsers keep and send them to http://127.0.0.1 and localhost, which they treat as secure
+    contexts), HSTS stays on (Django sends it only over https, so never on this run), the
+    manifest static storage and the DEBUG-off error pages stay."""
+    result = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; print(s.DEBUG, s.ISSUER, s.SESSION_COOKIE_SECURE,"
+        " s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.CSRF_TRUSTED_ORIGINS,"
+        " s.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS)",
+        **{**PRODUCTION, "ISSUER": "http://127.0.0.1:8000", "ALLOW_HTTP_ISSUER_ON_LOOPBACK": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "False http://127.0.0.1:8000 True True 31536000 ['http://127.0.0.1:8000'] False"
+    )
+
+
+def test_backchannel_logout_to_private_networks_is_a_setting_that_defaults_to_debug():
+    assert env.load({"DEBUG": "true"}).backchannel_logout_allow_private_networks is True
+    assert env.load(PRODUCTION).backchannel_logout_allow_private_networks is False
+    allowed = {**PRODUCTION, "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS": "true"}
+    assert env.load(allowed).backchannel_logout_allow_private_networks is True

@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
@@ -201,11 +201,34 @@ class OidcParameters:
 PROMPTS = {"none", "login", "consent", "select_account"}
 
 
+@csrf_exempt  # a relying party may POST the request itself; the consent form is checked below
 @never_cache
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
     """RFC 6749 §4.1.1 and OIDC Core §3.1.2: validate, make sure the right person is signed in
     (recently enough), ask for consent when needed, answer the client."""
+    if request.method == "POST" and not request.GET:
+        return _posted_authorization_request(request)
+    return _authorization_request(request)
+
+
+def _posted_authorization_request(request: HttpRequest) -> HttpResponse:
+    """OIDC Core §3.1.2.1: "Authorization Servers MUST support the use of the HTTP GET and POST
+    methods", POST carrying the parameters form-serialized. Our consent form always posts to the
+    request's own URL (parameters in the query), so a POST without a query is a relying party's
+    request: it gets a 303 to the same request as a GET, which then runs exactly as one."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return _error_page(request, "A POSTed authorization request must be form-encoded.")
+    params = request.POST.copy()
+    for name in ("csrfmiddlewaretoken", "decision"):  # only ever meaningful on the consent form
+        params.pop(name, None)
+    response = HttpResponse(status=303)
+    response["Location"] = f"{reverse('tokens:authorize')}?{params.urlencode()}"
+    return response
+
+
+@csrf_protect
+def _authorization_request(request: HttpRequest) -> HttpResponse:
     if problem := _authorize_parameter_problem(request):
         return _error_page(request, problem)
     server = get_server()
@@ -311,6 +334,11 @@ def _authorize_parameter_problem(request: HttpRequest) -> str | None:
             return f"The parameter '{name[:40]}' was sent more than once (RFC 6749 §3.1)."
         if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH:
             return f"The parameter '{name[:40]}' is too long."
+    if "openid" in request.GET.get("scope", "").split() and not request.GET.get("redirect_uri"):
+        # OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an authentication request (RFC 6749
+        # §3.1.2.3 lets a plain OAuth request omit it when one URI is registered). Nowhere to
+        # send an error to, so an error page (§3.1.2.6, RFC 6749 §4.1.2.1).
+        return "The redirect_uri parameter is missing; OpenID Connect requires it."
     return None
 
 

@@ -147,8 +147,8 @@ def test_the_redirect_uri_must_match_exactly_or_no_redirect_happens(
 def test_the_single_registered_redirect_uri_is_used_when_none_is_sent(
     logged_in_client, confidential
 ):
-    """RFC 6749 §3.1.2.3."""
-    url = authorize_url(confidential, challenge=pkce_pair()[1]).replace(
+    """RFC 6749 §3.1.2.3, for a plain OAuth request (OpenID Connect requires redirect_uri)."""
+    url = authorize_url(confidential, scope="profile", challenge=pkce_pair()[1]).replace(
         "&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback", ""
     )
     response = logged_in_client.post(url, {"decision": "allow"}, secure=True)
