@@ -438,6 +438,8 @@ def _missing_response_type(world, sent) -> str | None:
     uri = params.get("redirect_uri")
     if uri:
         return uri if uri in client.redirect_uris else None
+    if "openid" in params.get("scope", "").split():
+        return None  # OIDC Core §3.1.2.1: redirect_uri is REQUIRED, so an error page instead
     return client.redirect_uris[0] if len(client.redirect_uris) == 1 else None
 
 
