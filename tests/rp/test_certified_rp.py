@@ -50,12 +50,12 @@ from authlib.oidc.core import CodeIDToken, UserInfo
 from django.db import connection
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from tokens.clients import create_initial_access_token
+from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import UserSession
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP_CHROME
+from tests.e2e.conftest import DESKTOP_CHROME, browser  # noqa: F401 - the fixture, shared
 from tests.factories import PASSWORD, UserFactory
+from tokens.clients import create_initial_access_token
 from tokens.models import BackchannelLogout, Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,22 +245,11 @@ def production(collected_static, tmp_path) -> Iterator[Production]:
 
 
 # --- the person, in Chromium ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # see tests/e2e/conftest.py
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
-            try:
-                yield chromium
-            finally:
-                chromium.close()
+# The browser fixture is tests/e2e/conftest.py's (imported above): one Chromium launch recipe.
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser) -> Iterator[Page]:  # noqa: F811 - the imported fixture
     context = browser.new_context(user_agent=DESKTOP_CHROME)
     context.set_default_timeout(15_000)
     yield context.new_page()

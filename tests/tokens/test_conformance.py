@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client as Browser
-from tokens.clients import create_initial_access_token
 
 from tests.fuzz import spec
 from tests.tokens.conftest import (
@@ -34,6 +33,7 @@ from tests.tokens.test_logout import (
     tokens_for,
 )
 from tests.tokens.test_oidc_core import decode_id_token, provider_metadata, userinfo
+from tokens.clients import create_initial_access_token
 from tokens.models import Client
 
 pytestmark = pytest.mark.django_db
