@@ -65,6 +65,11 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="29"),
         "options": {"expires": 50 * 60},
     },
+    "tokens-expire-pushed-authorization-requests": {
+        "task": "tokens.expire_pushed_authorization_requests",
+        "schedule": _every_quarter_hour(13),
+        "options": _QUARTER,
+    },
     "tokens-expire-session-clients": {
         "task": "tokens.expire_session_clients",
         "schedule": crontab(minute="53"),

@@ -59,6 +59,8 @@ class Config:
     signing_key_rotate_after_days: int
     open_registration: bool
     registration_token_rotation: str
+    pushed_authorization_request_lifetime: int
+    require_pushed_authorization_requests: bool
     allow_http_issuer_on_loopback: bool
     backchannel_logout_allow_private_networks: bool
     metrics_token: str
@@ -216,6 +218,12 @@ def load(environ: dict[str, str] | None = None) -> Config:
         ),
         open_registration=read.boolean("OPEN_REGISTRATION", False),
         registration_token_rotation=_registration_token_rotation(read),
+        pushed_authorization_request_lifetime=read.integer(
+            "PUSHED_AUTHORIZATION_REQUEST_LIFETIME", 60, minimum=10, maximum=600
+        ),
+        require_pushed_authorization_requests=read.boolean(
+            "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False
+        ),
         allow_http_issuer_on_loopback=allow_http_issuer_on_loopback,
         backchannel_logout_allow_private_networks=read.boolean(
             "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS", debug

@@ -163,6 +163,12 @@ OPEN_REGISTRATION = CONFIG.open_registration
 # enough to retry a request whose response was lost, short enough that a leaked old token dies.
 REGISTRATION_TOKEN_ROTATION = CONFIG.registration_token_rotation
 REGISTRATION_TOKEN_OVERLAP = 60
+# Pushed authorization requests (RFC 9126, tokens/pushed_requests.py): a request_uri lives this
+# many seconds until a browser presents it; that browser then has PUSHED_AUTHORIZATION_SIGN_IN_TIME
+# to sign in and consent. REQUIRE_PUSHED_AUTHORIZATION_REQUESTS: every client must push (§5).
+PUSHED_AUTHORIZATION_REQUEST_LIFETIME = CONFIG.pushed_authorization_request_lifetime
+PUSHED_AUTHORIZATION_SIGN_IN_TIME = 600
+REQUIRE_PUSHED_AUTHORIZATION_REQUESTS = CONFIG.require_pushed_authorization_requests
 # Back-channel logout POSTs go to URLs that clients registered: never into private networks,
 # unless this is on (tests, or every relying party lives inside the network).
 BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = CONFIG.backchannel_logout_allow_private_networks

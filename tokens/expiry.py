@@ -16,6 +16,7 @@ from tokens.models import (
     BackchannelLogout,
     Consent,
     InitialAccessToken,
+    PushedAuthorizationRequest,
     RefreshToken,
     RevokedAccessToken,
     SessionClient,
@@ -98,5 +99,14 @@ KINDS = (
             created__lt=now - DELIVERY_RETENTION,
         ),
         since="created",
+    ),
+    Kind(
+        name="pushed_authorization_requests",
+        label="pushed authorization requests",
+        task_name="tokens.expire_pushed_authorization_requests",
+        model=PushedAuthorizationRequest,
+        # Spent or not, a request_uri past its expiry is refused; an unknown one is refused alike.
+        stale=lambda now: Q(expires__lt=now),
+        since="expires",
     ),
 )

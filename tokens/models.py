@@ -127,6 +127,13 @@ class Client(models.Model):
         blank=True, max_length=500, help_text="Receives a logout_token when a session it used ends."
     )
     backchannel_logout_session_required = models.BooleanField(default=True)
+    # --- RFC 9126 ---
+    require_pushed_authorization_requests = models.BooleanField(
+        "require pushed authorization requests",
+        default=False,
+        help_text="Accept authorization requests from this client only through the pushed "
+        "authorization request endpoint (/par, RFC 9126 §6).",
+    )
     metadata = models.JSONField(
         default=dict,
         blank=True,
@@ -355,6 +362,35 @@ class AuthorizationCode(models.Model):
 
     def get_amr(self) -> list[str] | None:
         return self.amr or None
+
+
+class PushedAuthorizationRequest(models.Model):
+    """An authorization request a client pushed (RFC 9126), waiting for its browser.
+
+    Its ``request_uri`` is stored only as a digest. The first browser to present it at
+    /authorize claims it (``browser_digest``, a cookie's digest); only that browser may continue
+    with it, through sign-in and consent, until ``completed_at``: then it is spent.
+    """
+
+    reference_digest = models.CharField(max_length=64, unique=True)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    parameters = models.JSONField(help_text="The authorization request parameters, as pushed.")
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField(
+        db_index=True,
+        help_text="Until claimed: the request_uri's expires_in; once claimed: the time the "
+        "browser has to sign in and consent.",
+    )
+    browser_digest = models.CharField(max_length=64, blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When /authorize answered the client (code or error)."
+    )
+
+    objects = ExpiringQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"pushed authorization request {self.pk} of {self.client_id}"
 
 
 class Consent(models.Model):

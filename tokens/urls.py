@@ -9,6 +9,7 @@ urlpatterns = [
     path("token", views.token, name="token"),
     path("introspect", views.introspect, name="introspect"),
     path("revoke", views.revoke, name="revoke"),
+    path("par", views.pushed_authorization_request, name="par"),
     path(".well-known/jwks.json", views.jwks, name="jwks"),
     path(".well-known/openid-configuration", oidc_views.discovery, name="openid_configuration"),
     path(".well-known/oauth-authorization-server", oidc_views.discovery, name="oauth_metadata"),

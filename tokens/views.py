@@ -6,12 +6,10 @@ import base64
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core.errors import (
     ConsentRequiredError,
     LoginRequiredError,
@@ -26,7 +24,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
 )
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -35,9 +33,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from accounts.sessions import AUTH_TIME_KEY
-from tokens import consent, cors, keys
+from tokens import consent, cors, keys, pushed_requests
 from tokens.csp import form_action_policy, redirect_origin
-from tokens.oauth.oidc import read_id_token
+from tokens.oauth import required
+from tokens.oauth.oidc import OidcParameters, read_oidc_parameters
+from tokens.oauth.pushed import PushedRequestRequiredError
 from tokens.oauth.registration import error_text
 from tokens.oauth.server import get_server
 
@@ -179,6 +179,16 @@ def revoke(request: HttpRequest) -> HttpResponse:
     return cors.allow_client_origin(request, response)
 
 
+@csrf_exempt
+@no_store
+@sensitive_post_parameters(*_SECRETS)
+def pushed_authorization_request(request: HttpRequest) -> HttpResponse:
+    """RFC 9126 §2: the client pushes its authorization request, gets a request_uri for it."""
+    if problem := form_problem(request):
+        return problem
+    return get_server().create_endpoint_response("pushed_authorization", request)
+
+
 def jwks(request: HttpRequest) -> JsonResponse:
     keys.signing_key()  # a fresh install publishes its first key before anything asks
     response = JsonResponse(keys.jwks())
@@ -188,19 +198,6 @@ def jwks(request: HttpRequest) -> JsonResponse:
 
 
 # --- the authorization endpoint ---------------------------------------------------------------
-@dataclass(frozen=True)
-class OidcParameters:
-    """What an OpenID Connect authentication request adds (OIDC Core §3.1.2.1)."""
-
-    prompts: frozenset[str]
-    max_age: int | None
-    login_hint: str
-    hinted_subject: str | None
-
-
-PROMPTS = {"none", "login", "consent", "select_account"}
-
-
 @csrf_exempt  # a relying party may POST the request itself; the consent form is checked below
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -209,6 +206,8 @@ def authorize(request: HttpRequest) -> HttpResponse:
     (recently enough), ask for consent when needed, answer the client."""
     if request.method == "POST" and not request.GET:
         return _posted_authorization_request(request)
+    if pushed_requests.is_pushed_reference(request.GET.get("request_uri")):
+        return _pushed_authorization_request(request)
     return _authorization_request(request)
 
 
@@ -227,6 +226,37 @@ def _posted_authorization_request(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def _pushed_authorization_request(request: HttpRequest) -> HttpResponse:
+    """RFC 9126 §4: ``request_uri`` names what the client pushed, and only that counts (other
+    query parameters are ignored). The pushed request stays row-locked while this pass runs, so
+    one browser's double submit gets one answer; once the client has its answer, it is spent."""
+    with transaction.atomic():
+        try:
+            claimed = pushed_requests.claim(
+                request.GET["request_uri"],
+                request.GET.get("client_id"),
+                request.COOKIES.get(pushed_requests.BROWSER_COOKIE),
+            )
+        except pushed_requests.Refused as refusal:
+            return _error_page(request, refusal.description)
+        query = QueryDict(mutable=True)
+        query.update(claimed.parameters(request.session.get(AUTH_TIME_KEY)))
+        request.GET = query
+        request.pushed_request = claimed  # read by OAuth2Request (tokens/oauth/server.py)
+        response = _authorization_request(request)
+        if _answers_the_client(response, claimed):
+            pushed_requests.complete(claimed)
+    pushed_requests.keep_browser_binding(response, claimed)
+    return response
+
+
+def _answers_the_client(response: HttpResponse, claimed: pushed_requests.Claimed) -> bool:
+    client = claimed.row.client
+    redirect_uri = claimed.row.parameters.get("redirect_uri") or client.get_default_redirect_uri()
+    location = response.get("Location", "") if response.status_code in (302, 303) else ""
+    return bool(redirect_uri) and location.startswith(redirect_uri)
+
+
 @csrf_protect
 def _authorization_request(request: HttpRequest) -> HttpResponse:
     if problem := _authorize_parameter_problem(request):
@@ -238,6 +268,9 @@ def _authorization_request(request: HttpRequest) -> HttpResponse:
         oidc = _oidc_parameters(request, grant)
     except OAuth2Error as error:
         return _authorization_error(request, error)
+    pushed = getattr(request, "pushed_request", None)
+    if pushed is None and pushed_requests.required_for(grant.client):
+        return _error_back(request, grant, PushedRequestRequiredError)
 
     if _needs_authentication(request, user, oidc):
         if "none" in oidc.prompts:
@@ -262,33 +295,12 @@ def _authorization_request(request: HttpRequest) -> HttpResponse:
 def _oidc_parameters(request: HttpRequest, grant) -> OidcParameters:
     params = request.GET
     state = params.get("state")
-
-    def invalid(description: str) -> InvalidRequestError:
-        return InvalidRequestError(description, redirect_uri=grant.redirect_uri, state=state)
-
     # OIDC Core §6: request objects are not supported (and not advertised); say so, never ignore.
     if "request" in params:
         raise RequestNotSupportedError(redirect_uri=grant.redirect_uri, state=state)
     if "request_uri" in params:
         raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri, state=state)
-    prompts = frozenset((params.get("prompt") or "").split())
-    if prompts - PROMPTS or ("none" in prompts and len(prompts) > 1):
-        raise invalid(
-            "Invalid 'prompt': 'none' stands alone; others are login, consent, select_account."
-        )
-    max_age = None
-    if "max_age" in params:
-        raw = params["max_age"]
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
-            raise invalid("'max_age' must be a whole number of seconds.")
-        max_age = int(raw)
-    hinted_subject = None
-    if params.get("id_token_hint"):
-        claims = read_id_token(params["id_token_hint"])
-        if claims is None:
-            raise invalid("'id_token_hint' is not an ID token from this server.")
-        hinted_subject = str(claims["sub"])
-    return OidcParameters(prompts, max_age, (params.get("login_hint") or "")[:254], hinted_subject)
+    return read_oidc_parameters(params, grant.redirect_uri)
 
 
 def _needs_authentication(request: HttpRequest, user, oidc: OidcParameters) -> bool:
@@ -315,6 +327,10 @@ def _redirect_to_sign_in(request: HttpRequest, user, oidc: OidcParameters) -> Ht
     else:
         continuation.pop("prompt", None)
     query = {"next": f"{request.path}?{continuation.urlencode()}"}
+    if getattr(request, "pushed_request", None) is not None:
+        # RFC 9126 §4: back to the same request_uri (the pushed request is immutable; what the
+        # sign-in answers is dropped by pushed_requests.Claimed.parameters).
+        query["next"] = request.get_full_path()
     if user is not None:
         query["reauth"] = "1"
     if oidc.login_hint:
@@ -334,12 +350,8 @@ def _authorize_parameter_problem(request: HttpRequest) -> str | None:
             return f"The parameter '{name[:40]}' was sent more than once (RFC 6749 §3.1)."
         if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH:
             return f"The parameter '{name[:40]}' is too long."
-    if "openid" in request.GET.get("scope", "").split() and not request.GET.get("redirect_uri"):
-        # OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an authentication request (RFC 6749
-        # §3.1.2.3 lets a plain OAuth request omit it when one URI is registered). Nowhere to
-        # send an error to, so an error page (§3.1.2.6, RFC 6749 §4.1.2.1).
-        return "The redirect_uri parameter is missing; OpenID Connect requires it."
-    return None
+    # Nowhere to send this error to, so an error page (OIDC Core §3.1.2.6, RFC 6749 §4.1.2.1).
+    return required.openid_redirect_uri_problem(request.GET)
 
 
 def _respond(request: HttpRequest, grant, user) -> HttpResponse:

@@ -50,6 +50,7 @@ ENDPOINTS = {
     "end_session_endpoint": "tokens:end_session",
     "introspection_endpoint": "tokens:introspect",
     "revocation_endpoint": "tokens:revoke",
+    "pushed_authorization_request_endpoint": "tokens:par",
 }
 
 

@@ -30,6 +30,8 @@ def provider_metadata() -> dict:
         "end_session_endpoint": _url("tokens:end_session"),
         "introspection_endpoint": _url("tokens:introspect"),
         "revocation_endpoint": _url("tokens:revoke"),
+        "pushed_authorization_request_endpoint": _url("tokens:par"),
+        "require_pushed_authorization_requests": settings.REQUIRE_PUSHED_AUTHORIZATION_REQUESTS,
         "scopes_supported": scopes.offered(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

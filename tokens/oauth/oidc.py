@@ -4,7 +4,9 @@ and reading ID tokens that come back to us as hints."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.grants.util import validate_nonce
 from django.conf import settings
@@ -86,6 +88,48 @@ class OpenIDCode(oidc_grants.OpenIDCode):
 
     def generate_user_info(self, user, scope: str) -> dict:
         return user_claims(user, scope.split())
+
+
+@dataclass(frozen=True)
+class OidcParameters:
+    """What an OpenID Connect authentication request adds (OIDC Core §3.1.2.1)."""
+
+    prompts: frozenset[str]
+    max_age: int | None
+    login_hint: str
+    hinted_subject: str | None
+
+
+PROMPTS = {"none", "login", "consent", "select_account"}
+
+
+def read_oidc_parameters(params, redirect_uri: str | None) -> OidcParameters:
+    """prompt, max_age, login_hint and id_token_hint of an authentication request, checked the
+    same way at /authorize and at the pushed authorization request endpoint (RFC 9126 §2.1).
+    Raises invalid_request, addressed to ``redirect_uri``."""
+    state = params.get("state")
+
+    def invalid(description: str) -> InvalidRequestError:
+        return InvalidRequestError(description, redirect_uri=redirect_uri, state=state)
+
+    prompts = frozenset((params.get("prompt") or "").split())
+    if prompts - PROMPTS or ("none" in prompts and len(prompts) > 1):
+        raise invalid(
+            "Invalid 'prompt': 'none' stands alone; others are login, consent, select_account."
+        )
+    max_age = None
+    if "max_age" in params:
+        raw = params["max_age"]
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+            raise invalid("'max_age' must be a whole number of seconds.")
+        max_age = int(raw)
+    hinted_subject = None
+    if params.get("id_token_hint"):
+        claims = read_id_token(params["id_token_hint"])
+        if claims is None:
+            raise invalid("'id_token_hint' is not an ID token from this server.")
+        hinted_subject = str(claims["sub"])
+    return OidcParameters(prompts, max_age, (params.get("login_hint") or "")[:254], hinted_subject)
 
 
 def read_id_token(value: str | None) -> dict | None:

@@ -36,3 +36,11 @@ def token_request_problem(form: Mapping[str, str]) -> InvalidRequestError | None
     if problem := missing(form, ("grant_type",)):
         return problem
     return missing(form, TOKEN_REQUEST.get(form["grant_type"], ()))
+
+
+def openid_redirect_uri_problem(params: Mapping[str, str]) -> str | None:
+    """OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an authentication request (RFC 6749
+    §3.1.2.3 lets a plain OAuth request omit it when one URI is registered)."""
+    if "openid" in (params.get("scope") or "").split() and not params.get("redirect_uri"):
+        return "The redirect_uri parameter is missing; OpenID Connect requires it."
+    return None

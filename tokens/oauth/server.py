@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
-from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
+from authlib.integrations.django_oauth2.requests import DjangoOAuth2Payload, DjangoOAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
 
 from tokens import clients, refresh_tokens, scopes
@@ -19,6 +19,7 @@ from tokens.oauth.grants import (
     S256CodeChallenge,
 )
 from tokens.oauth.oidc import OpenIDCode
+from tokens.oauth.pushed import PushedAuthorizationEndpoint
 from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
 
 
@@ -29,6 +30,19 @@ def unprintable_input(error: ValueError) -> InvalidRequestError:
     return InvalidRequestError("A parameter holds characters that are not allowed.")
 
 
+class PushedPayload(DjangoOAuth2Payload):
+    """RFC 9126 §4: a pushed request's parameters are the pushed ones (put in the query by the
+    authorization view), and nothing a form posts on the way (the consent form) may change them."""
+
+    @property
+    def data(self):
+        return self._request.GET.dict()
+
+    @property
+    def datalist(self):
+        return dict(self._request.GET.lists())
+
+
 class OAuth2Request(DjangoOAuth2Request):
     """Authlib's request, keeping the Django request (session, IP) at hand for the grants."""
 
@@ -36,6 +50,8 @@ class OAuth2Request(DjangoOAuth2Request):
         super().__init__(request)
         self.django_request = request
         self.issued_access = None
+        if getattr(request, "pushed_request", None) is not None:
+            self.payload = PushedPayload(request)
 
 
 class AuthorizationServer(DjangoAuthorizationServer):
@@ -150,6 +166,7 @@ def build_server() -> AuthorizationServer:
     server.register_endpoint(EndSessionEndpoint)
     server.register_endpoint(RegistrationEndpoint)
     server.register_endpoint(ConfigurationEndpoint)
+    server.register_endpoint(PushedAuthorizationEndpoint)
     return server
 
 

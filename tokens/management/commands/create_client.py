@@ -32,6 +32,10 @@ class Command(BaseCommand):
             "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
         )
         parser.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"])
+        parser.add_argument(
+            "--require-par", action="store_true", dest="require_par",
+            help="Authorization requests only through /par (RFC 9126 §6).",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -43,9 +47,12 @@ class Command(BaseCommand):
         scopes,
         consent,
         auth_method,
+        require_par=False,
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
+        if require_par:
+            extra["require_pushed_authorization_requests"] = True
         grant_types = grant_types or DEFAULT_GRANT_TYPES
         try:
             # The same rule as dynamic registration and admin (tokens/scopes.py).
@@ -77,6 +84,9 @@ class Command(BaseCommand):
                     "redirect_uris": client.redirect_uris,
                     "grant_types": client.grant_types,
                     "scope": " ".join(client.allowed_scopes),
+                    "require_pushed_authorization_requests": (
+                        client.require_pushed_authorization_requests
+                    ),
                 },
                 indent=2,
             )
