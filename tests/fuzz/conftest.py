@@ -12,7 +12,7 @@ from django.test import Client as Browser
 from tests.conftest import sign_in
 from tests.factories import PASSWORD, UserFactory
 from tests.fuzz import findings, harness  # noqa: F401 - findings registers itself
-from tests.fuzz.strategies import authorization_values, basic
+from tests.fuzz.strategies import FORM, authorization_values, basic
 from tests.tokens.conftest import Registered, authorize_url, get_code, pkce_pair
 from tokens.clients import create_client, create_initial_access_token
 from tokens.models import Client
@@ -196,6 +196,22 @@ def world(db) -> World:
     world.authorize_queries.append(
         _pairs(authorize_url(confidential, scope="openid", id_token_hint=id_tokens[0]))
     )
+    # Pushed authorization requests (RFC 9126): request_uris of both clients, for /authorize
+    # (each is claimed by the first browser to present it, then refused to the other).
+    for client, auth in ((confidential, confidential.basic()), (public, {})):
+        params = {
+            **dict(_pairs(authorize_url(client, scope="openid profile", state="st"))),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        for _ in range(2):
+            pushed = anonymous.post(
+                "/par", urlencode(params), content_type=FORM, secure=True, **auth
+            ).json()
+            values["request_uri"].append(pushed["request_uri"])
+            world.authorize_queries.append(
+                [("client_id", client.client_id), ("request_uri", pushed["request_uri"])]
+            )
     world.registration = create_initial_access_token(uses=100_000)
     return world
 

@@ -97,15 +97,23 @@ REGISTRATION_ERRORS = BEARER_ERRORS | {  # RFC 7591 §3.2.2, RFC 7592
     "access_denied",
     "insecure_transport",
 }
+# RFC 9126 §2.3: the authorization endpoint's errors (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6)
+# and the token endpoint's client authentication ones, as JSON.
+PAR_ERRORS = (
+    (RFC6749_TOKEN - {"invalid_grant", "unsupported_grant_type"})
+    | INSECURE
+    | {"unsupported_response_type", "request_not_supported"}
+)
 JSON_ERRORS = {
     "/token": TOKEN_ERRORS,
+    "/par": PAR_ERRORS,
     "/introspect": TOKEN_OPERATION_ERRORS,
     "/revoke": TOKEN_OPERATION_ERRORS,
     "/userinfo": BEARER_ERRORS,
     "/register": REGISTRATION_ERRORS,
     "/register/{client_id}": REGISTRATION_ERRORS,
 }
-NO_STORE = {"/token", "/introspect", "/revoke"}
+NO_STORE = {"/token", "/introspect", "/revoke", "/par"}
 ERROR_DESCRIPTION = re.compile(r"[\x20-\x21\x23-\x5B\x5D-\x7E]*")  # RFC 6749 §5.2
 TRACEBACK_SIGNS = (b"Traceback (most recent call last)", b"Exception Value", b'id="traceback"')
 
@@ -203,7 +211,7 @@ def answer_problems(template: str, method: str, status: int, headers, body: byte
 
 # --- answers whose exact error code is known ------------------------------------------------------
 FORM = "application/x-www-form-urlencoded"
-FORM_ENDPOINTS = ("/token", "/introspect", "/revoke")
+FORM_ENDPOINTS = ("/token", "/introspect", "/revoke", "/par")
 EXACT: Counter[str] = Counter()  # answers held to an exact error code, by target and code
 
 
@@ -277,6 +285,9 @@ def expected_error(template: str, sent: Sent) -> Expected | None:
             needed = {"authorization_code": "code", "refresh_token": "refresh_token"}
             if grant_type in needed and not form.get(needed[grant_type]):
                 return Expected("invalid_request", f"no {needed[grant_type]}")
+        elif template == "/par":
+            if not form.get("client_id"):  # RFC 9126 §2.1: required, as at /authorize
+                return Expected("invalid_request", "no client_id")
         elif not form.get("token"):  # RFC 7009 §2.1, RFC 7662 §2.1
             return Expected("invalid_request", "no token")
         return None

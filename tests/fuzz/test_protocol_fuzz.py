@@ -52,6 +52,7 @@ BUDGETS = {  # weighted towards the cheap endpoints: the whole fuzz run stays ne
     "consent": 500,
     "end_session": 700,
     "login": 500,
+    "par": 700,
 }
 
 
@@ -62,7 +63,9 @@ def test_the_default_budget_adds_up_to_10000_requests():
 # At least this many answers per 1,000 requests are held to an exact error code (a missing
 # required parameter, a wrong method, ...: tests/fuzz/harness.py), so the check cannot quietly
 # stop applying.
-EXACT_PER_MILLE = {"token": 150, "introspect": 130, "revoke": 130, "register": 200, "authorize": 20}
+EXACT_PER_MILLE = {
+    "token": 150, "introspect": 130, "revoke": 130, "register": 200, "authorize": 20, "par": 50,
+}  # fmt: skip
 
 
 def _exact(target: str) -> int:
@@ -159,6 +162,31 @@ def test_introspection_endpoint(world, budget):
 @budgets(BUDGETS["revoke"])
 def test_revocation_endpoint(world, budget):
     _token_operation(world, budget, "revoke", "/revoke")
+
+
+# --- pushed authorization requests (RFC 9126 §2) -----------------------------------------------
+@budgets(BUDGETS["par"])
+def test_pushed_authorization_request_endpoint(world, budget):
+    w, v = world, world.values
+    challenge = v["code_challenge"][0]
+    bases = [
+        [*query, ("code_challenge", challenge), ("code_challenge_method", "S256")]
+        for query in w.authorize_queries
+    ] + [
+        [
+            ("client_id", w.poster.client_id),
+            ("client_secret", w.poster.secret),
+            ("response_type", "code"),
+            ("redirect_uri", "https://post.example.com/cb"),
+            ("scope", "openid"),
+        ],
+        [("response_type", "code"), ("scope", "openid"), ("request", v["request"][0])],
+        [],
+    ]
+    strategy = requests(
+        "/par", PROTOCOL_METHODS, mutated(bases, v), headers(w.authorizations, w.origins)
+    )
+    _run("par", budget, strategy, lambda sent: send("par", w.anonymous, sent))
 
 
 # --- userinfo (OIDC Core §5.3, RFC 6750) -------------------------------------------------------
@@ -431,6 +459,8 @@ def _missing_response_type(world, sent) -> str | None:
         return None  # refused on an error page first (RFC 6749 §3.1)
     if params.get("response_type"):
         return None
+    if params.get("request_uri", "").startswith("urn:ietf:params:oauth:request_uri:"):
+        return None  # RFC 9126 §4: the pushed parameters count, not the query's
     clients = {c.client_id: c.client for c in (world.confidential, world.poster, world.public)}
     client = clients.get(params.get("client_id"))
     if client is None:

@@ -43,7 +43,7 @@ pytestmark = [
 APP = WSGIHandler()
 SCHEMA = schemathesis.openapi.from_wsgi("/openapi.yaml", APP)
 PROTOCOL = (
-    r"^/(authorize|token|introspect|revoke|userinfo|register|logout/end-session|\.well-known/)"
+    r"^/(authorize|token|introspect|revoke|par|userinfo|register|logout/end-session|\.well-known/)"
 )
 protocol = SCHEMA.include(path_regex=PROTOCOL)
 the_rest = SCHEMA.exclude(path_regex=PROTOCOL)
