@@ -3,12 +3,15 @@ request_uri, sign-in and consent, the code exchange; and every way a request_uri
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from datetime import timedelta
+from io import StringIO
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client as Browser
 from django.utils import timezone
@@ -560,3 +563,21 @@ def test_the_cookie_binding_the_browser_is_http_only_and_scoped_to_authorize(
     assert cookie["samesite"] == "Lax"
     assert bool(cookie["secure"]) is settings.SESSION_COOKIE_SECURE
     assert urlsplit(response["Location"]).path == "/login/"
+
+
+# --- operators ---------------------------------------------------------------------------------------
+def test_rfc9126_6_operators_set_the_flag_in_admin_and_with_create_client(staff_client, db):
+    client = ClientFactory()
+    page = staff_client.get(f"/admin/tokens/client/{client.pk}/change/")
+    assert b'name="require_pushed_authorization_requests"' in page.content
+
+    out = StringIO()
+    call_command(
+        "create_client", "--name", "Bank", "--redirect-uri", "https://bank.example/cb",
+        "--require-par", stdout=out,
+    )  # fmt: skip
+
+    printed = json.loads(out.getvalue())
+    assert printed["require_pushed_authorization_requests"] is True
+    made = Client.objects.get(client_id=printed["client_id"])
+    assert made.require_pushed_authorization_requests is True
