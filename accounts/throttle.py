@@ -166,3 +166,15 @@ def failed(attempt: Attempt) -> list[str]:
             _increment(_key("strikes", kind, subject), _STRIKE_MEMORY)
             locked.append(kind)
     return locked
+
+
+def reserve(kind: str, subject: str, limit: int) -> bool:
+    """One more try at something guessable other than a password (a device's user code): the
+    same atomic reservation as a sign-in, in its own counter. False once past ``limit`` in the
+    window; the caller gives a successful try back with ``give_back``."""
+    return _increment(_key("count", kind, subject), settings.LOGIN_FAILURE_WINDOW) <= limit
+
+
+def give_back(kind: str, subject: str) -> None:
+    """A try reserved with ``reserve`` succeeded: it does not count against the limit."""
+    _refund(_key("count", kind, subject))

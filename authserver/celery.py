@@ -70,6 +70,11 @@ app.conf.beat_schedule = {
         "schedule": _every_quarter_hour(13),
         "options": _QUARTER,
     },
+    "tokens-expire-device-authorizations": {
+        "task": "tokens.expire_device_authorizations",
+        "schedule": crontab(minute="33"),
+        "options": {"expires": 50 * 60},
+    },
     "tokens-expire-session-clients": {
         "task": "tokens.expire_session_clients",
         "schedule": crontab(minute="53"),

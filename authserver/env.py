@@ -61,6 +61,8 @@ class Config:
     registration_token_rotation: str
     pushed_authorization_request_lifetime: int
     require_pushed_authorization_requests: bool
+    device_code_lifetime: int
+    device_code_interval: int
     allow_http_issuer_on_loopback: bool
     backchannel_logout_allow_private_networks: bool
     metrics_token: str
@@ -224,6 +226,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
         require_pushed_authorization_requests=read.boolean(
             "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False
         ),
+        device_code_lifetime=read.integer("DEVICE_CODE_LIFETIME", 600, minimum=60, maximum=1800),
+        device_code_interval=read.integer("DEVICE_CODE_INTERVAL", 5, minimum=1, maximum=60),
         allow_http_issuer_on_loopback=allow_http_issuer_on_loopback,
         backchannel_logout_allow_private_networks=read.boolean(
             "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS", debug

@@ -169,6 +169,13 @@ REGISTRATION_TOKEN_OVERLAP = 60
 PUSHED_AUTHORIZATION_REQUEST_LIFETIME = CONFIG.pushed_authorization_request_lifetime
 PUSHED_AUTHORIZATION_SIGN_IN_TIME = 600
 REQUIRE_PUSHED_AUTHORIZATION_REQUESTS = CONFIG.require_pushed_authorization_requests
+# Device authorization grant (RFC 8628, tokens/device_codes.py): how long a device code and its
+# user code live, and the polling interval a device starts with (+5 s per slow_down, §3.5).
+# Entering user codes at /device is limited per person and per IP in each LOGIN_FAILURE_WINDOW.
+DEVICE_CODE_LIFETIME = CONFIG.device_code_lifetime
+DEVICE_CODE_INTERVAL = CONFIG.device_code_interval
+DEVICE_CODE_ENTRY_LIMIT = 10
+DEVICE_CODE_ENTRY_LIMIT_PER_IP = 50
 # Back-channel logout POSTs go to URLs that clients registered: never into private networks,
 # unless this is on (tests, or every relying party lives inside the network).
 BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = CONFIG.backchannel_logout_allow_private_networks

@@ -15,6 +15,7 @@ from tokens.models import (
     AuthorizationCode,
     BackchannelLogout,
     Consent,
+    DeviceAuthorization,
     InitialAccessToken,
     PushedAuthorizationRequest,
     RefreshToken,
@@ -107,6 +108,15 @@ KINDS = (
         model=PushedAuthorizationRequest,
         # Spent or not, a request_uri past its expiry is refused; an unknown one is refused alike.
         stale=lambda now: Q(expires__lt=now),
+        since="expires",
+    ),
+    Kind(
+        name="device_authorizations",
+        label="device authorizations",
+        task_name="tokens.expire_device_authorizations",
+        model=DeviceAuthorization,
+        # Kept an hour past expiry, like codes: a device still polling is told expired_token.
+        stale=lambda now: Q(expires__lt=now - CODE_RETENTION),
         since="expires",
     ),
 )

@@ -75,6 +75,7 @@ class Client(models.Model):
         AUTHORIZATION_CODE = "authorization_code", "authorization code"
         REFRESH_TOKEN = "refresh_token", "refresh token"
         CLIENT_CREDENTIALS = "client_credentials", "client credentials"
+        DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code", "device code (RFC 8628)"
 
     class Consent(models.TextChoices):
         ASK = "ask", "ask every time"
@@ -391,6 +392,57 @@ class PushedAuthorizationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"pushed authorization request {self.pk} of {self.client_id}"
+
+
+class DeviceAuthorization(models.Model):
+    """A device's request to be signed in (RFC 8628 §3.1-§3.2), and what the person answered.
+
+    Both codes are stored only as digests: the device code as a SHA-256 (256 random bits), the
+    user code, short enough to type, as a keyed HMAC (tokens/device_codes.py), since 8 letters
+    could be recovered from a plain hash by trying them all.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting for the person"
+        APPROVED = "approved", "approved, token not yet collected"
+        DENIED = "denied", "denied by the person"
+        ISSUED = "issued", "token issued to the device"
+
+    device_code_digest = models.CharField(max_length=64, unique=True)
+    user_code_digest = models.CharField(max_length=64, unique=True)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    scope = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    interval = models.PositiveIntegerField(
+        default=5, help_text="Seconds the device must wait between polls (RFC 8628 §3.5)."
+    )
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(
+        "accounts.User", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    sid = models.CharField(
+        max_length=64, blank=True, help_text="The browser session that approved."
+    )
+    auth_time = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField(db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ExpiringQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"device authorization {self.pk} of {self.client_id}: {self.status}"
+
+    # Authlib's DeviceCredentialMixin (the user code itself is not kept: nothing asks for it).
+    def get_client_id(self) -> str:
+        return self.client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_expired(self) -> bool:
+        return self.expires <= timezone.now()
 
 
 class Consent(models.Model):

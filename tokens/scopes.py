@@ -11,6 +11,8 @@ authorization_code     ``openid profile email``: a person signs in and shares wh
 refresh_token          ``offline_access`` as well, with authorization_code: OIDC Core §11
                        is how a client asks, at /authorize, for a refresh token that
                        outlives the browser session; without the code grant nothing asks
+device_code            ``openid profile email`` too (RFC 8628: a person signs the device
+                       in), and ``offline_access`` with refresh_token, as for the code
 client_credentials     nothing: there is no person, so the OpenID Connect scopes mean
                        nothing, and API scopes (EXTRA_SCOPES) are named, never implied,
                        so that no client reaches an API just by registering
@@ -28,6 +30,7 @@ from django.conf import settings
 
 OPENID_CONNECT = ("openid", "profile", "email")
 OFFLINE_ACCESS = "offline_access"
+PERSON_GRANTS = {"authorization_code", "urn:ietf:params:oauth:grant-type:device_code"}
 
 
 class UnknownScopes(ValueError):
@@ -47,7 +50,7 @@ def default_scopes(grant_types: Iterable[str]) -> list[str]:
     """The scopes a client registered for ``grant_types`` gets when it names none."""
     grants = set(grant_types)
     scopes: list[str] = []
-    if "authorization_code" in grants:
+    if grants & PERSON_GRANTS:
         scopes += OPENID_CONNECT
         if "refresh_token" in grants:
             scopes.append(OFFLINE_ACCESS)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tokens import oidc_views, views
+from tokens import device_views, oidc_views, views
 
 app_name = "tokens"
 
@@ -10,6 +10,8 @@ urlpatterns = [
     path("introspect", views.introspect, name="introspect"),
     path("revoke", views.revoke, name="revoke"),
     path("par", views.pushed_authorization_request, name="par"),
+    path("device_authorization", views.device_authorization, name="device_authorization"),
+    path("device", device_views.device, name="device"),
     path(".well-known/jwks.json", views.jwks, name="jwks"),
     path(".well-known/openid-configuration", oidc_views.discovery, name="openid_configuration"),
     path(".well-known/oauth-authorization-server", oidc_views.discovery, name="oauth_metadata"),

@@ -189,6 +189,16 @@ def pushed_authorization_request(request: HttpRequest) -> HttpResponse:
     return get_server().create_endpoint_response("pushed_authorization", request)
 
 
+@csrf_exempt
+@no_store
+@sensitive_post_parameters(*_SECRETS)
+def device_authorization(request: HttpRequest) -> HttpResponse:
+    """RFC 8628 §3.1: a device asks to be signed in; it gets a device code and a user code."""
+    if problem := form_problem(request):
+        return problem
+    return get_server().create_endpoint_response("device_authorization", request)
+
+
 def jwks(request: HttpRequest) -> JsonResponse:
     keys.signing_key()  # a fresh install publishes its first key before anything asks
     response = JsonResponse(keys.jwks())

@@ -7,12 +7,24 @@ import secrets
 from datetime import UTC, datetime
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc8628 import DeviceCodeGrant as BaseDeviceCodeGrant
+from authlib.oauth2.rfc8628.errors import (
+    AuthorizationPendingError,
+    ExpiredTokenError,
+    SlowDownError,
+)
 
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
-from tokens import access_tokens, codes, refresh_tokens
+from tokens import access_tokens, codes, device_codes, refresh_tokens
 from tokens.oauth.registration import error_text
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -47,20 +59,22 @@ class IssuesTokens:
         return token
 
     def validate_requested_scope(self):
-        """RFC 6749 §3.3: every requested scope must exist and be allowed to this client."""
-        requested = (self.request.payload.scope or "").split()
-        client = self.request.client
-        allowed = set(client.allowed_scopes) if client else set()
-        unknown = [
-            scope
-            for scope in requested
-            if scope not in self.server.scopes_supported or scope not in allowed
-        ]
-        if unknown:
-            # RFC 6749 §5.2: invalid_scope also for a malformed scope; its echo is cleaned to
-            # the error_description character set, or Authlib could not build the error at all.
-            named = error_text(" ".join(unknown)[:200])
-            raise InvalidScopeError(f"Scope not allowed for this client: {named}")
+        check_requested_scope(self.request, self.server.scopes_supported)
+
+
+def check_requested_scope(request, scopes_supported) -> None:
+    """RFC 6749 §3.3: every requested scope must exist and be allowed to this client."""
+    requested = (request.payload.scope or "").split()
+    client = request.client
+    allowed = set(client.allowed_scopes) if client else set()
+    unknown = [
+        scope for scope in requested if scope not in scopes_supported or scope not in allowed
+    ]
+    if unknown:
+        # RFC 6749 §5.2: invalid_scope also for a malformed scope; its echo is cleaned to the
+        # error_description character set, or Authlib could not build the error at all.
+        named = error_text(" ".join(unknown)[:200])
+        raise InvalidScopeError(f"Scope not allowed for this client: {named}")
 
 
 class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
@@ -136,6 +150,35 @@ class ClientCredentialsGrant(IssuesTokens, grants.ClientCredentialsGrant):
     """Tokens for the client itself: a signed JWT, no row written (RFC 6749 §4.4)."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
+
+
+class DeviceCodeGrant(IssuesTokens, BaseDeviceCodeGrant):
+    """RFC 8628 §3.4-§3.5: the device polls with its device code; one poll collects the token."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+
+    def validate_token_request(self):
+        # device_code is checked before the client is authenticated (tokens/oauth/required.py).
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError("This client may not use the device code grant.")
+        try:
+            row = device_codes.poll(self.request.payload.data["device_code"], client)
+        except device_codes.Pending as pending:
+            raise SlowDownError() if pending.slow_down else AuthorizationPendingError() from None
+        except device_codes.Denied:
+            raise AccessDeniedError() from None
+        except device_codes.Expired:
+            raise ExpiredTokenError() from None
+        if row is None or not row.user.is_active:
+            raise InvalidGrantError("The device code is invalid, or its token was issued.")
+        self.request.user = row.user
+        self.request.client = client
+        self.request.credential = row
+
+    def token_context(self):
+        row = self.request.credential
+        return row.sid, int(row.auth_time.timestamp()) if row.auth_time else None
 
 
 class S256CodeChallenge(CodeChallenge):

@@ -32,6 +32,7 @@ def provider_metadata() -> dict:
         "revocation_endpoint": _url("tokens:revoke"),
         "pushed_authorization_request_endpoint": _url("tokens:par"),
         "require_pushed_authorization_requests": settings.REQUIRE_PUSHED_AUTHORIZATION_REQUESTS,
+        "device_authorization_endpoint": _url("tokens:device_authorization"),
         "scopes_supported": scopes.offered(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

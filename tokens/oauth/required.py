@@ -18,6 +18,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 TOKEN_REQUEST = {
     "authorization_code": ("code",),
     "refresh_token": ("refresh_token",),
+    "urn:ietf:params:oauth:grant-type:device_code": ("device_code",),  # RFC 8628 §3.4
 }
 # RFC 7009 §2.1 (revocation) and RFC 7662 §2.1 (introspection).
 TOKEN_OPERATION = ("token",)

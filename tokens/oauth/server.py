@@ -11,10 +11,12 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequest
 from tokens import clients, refresh_tokens, scopes
 from tokens.models import Client, RefreshToken
 from tokens.oauth import required
+from tokens.oauth.device import DeviceAuthorizationEndpoint
 from tokens.oauth.endpoints import EndSessionEndpoint, IntrospectionEndpoint, RevocationEndpoint
 from tokens.oauth.grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
+    DeviceCodeGrant,
     RefreshTokenGrant,
     S256CodeChallenge,
 )
@@ -103,8 +105,11 @@ class AuthorizationServer(DjangoAuthorizationServer):
         if parent is not None:
             # RFC 6749 §6: a new refresh token has exactly the scope of the one it replaces.
             scope, sid, auth_time = parent.scope, parent.sid, parent.auth_time
-        else:
+        elif code is not None:
             scope, sid, auth_time = code.scope, code.sid, code.auth_time
+        else:  # RFC 8628: the device authorization the person approved
+            device = request.credential
+            scope, sid, auth_time = device.scope, device.sid, device.auth_time
         refresh_tokens.store_refresh_token(
             refresh_token,
             client=request.client,
@@ -161,12 +166,14 @@ def build_server() -> AuthorizationServer:
     )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
+    server.register_grant(DeviceCodeGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
     server.register_endpoint(EndSessionEndpoint)
     server.register_endpoint(RegistrationEndpoint)
     server.register_endpoint(ConfigurationEndpoint)
     server.register_endpoint(PushedAuthorizationEndpoint)
+    server.register_endpoint(DeviceAuthorizationEndpoint)
     return server
 
 
