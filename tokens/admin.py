@@ -10,7 +10,9 @@ from tokens.models import (
     BackchannelLogout,
     Client,
     Consent,
+    DeviceAuthorization,
     InitialAccessToken,
+    PushedAuthorizationRequest,
     RefreshToken,
     SigningKey,
 )
@@ -199,6 +201,38 @@ class ConsentAdmin(admin.ModelAdmin):
     list_select_related = ("user", "client")
     search_fields = ("user__username", "client__name", "client__client_id")
     readonly_fields = ("user", "client", "scopes", "created", "expires")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(PushedAuthorizationRequest)
+class PushedAuthorizationRequestAdmin(admin.ModelAdmin):
+    """Pushed authorization requests (RFC 9126). The request_uri is stored only as a digest."""
+
+    list_display = ("pk", "client", "created", "expires", "claimed_at", "completed_at")
+    list_select_related = ("client",)
+    search_fields = ("client__client_id", "client__name")
+    exclude = ("reference_digest", "browser_digest")
+    readonly_fields = ("client", "parameters", "created", "expires", "claimed_at", "completed_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(DeviceAuthorization)
+class DeviceAuthorizationAdmin(admin.ModelAdmin):
+    """Device sign-ins (RFC 8628). Both codes are stored only as digests."""
+
+    list_display = ("pk", "client", "status", "user", "created", "expires", "issued_at")
+    list_filter = ("status", "client")
+    list_select_related = ("client", "user")
+    search_fields = ("client__client_id", "client__name", "user__username")
+    exclude = ("device_code_digest", "user_code_digest")
+    readonly_fields = (
+        "client", "scope", "status", "interval", "last_polled_at", "user", "sid", "auth_time",
+        "created", "expires", "decided_at", "issued_at",
+    )  # fmt: skip
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -53,6 +53,7 @@ class World:
     confidential: Registered
     poster: Registered
     public: Registered
+    device: Registered  # a public client with the device grant (RFC 8628)
     browser: Browser  # signed in as ``user``
     anonymous: Browser
     values: dict[str, list[str]] = field(default_factory=dict)
@@ -94,6 +95,13 @@ def world(db) -> World:
         scopes=["openid", "profile"],
     )
     public = Registered(client, None)
+    client, _ = create_client(
+        name="Fuzzed TV",
+        public=True,
+        grant_types=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+        scopes=["openid", "profile"],
+    )
+    device = Registered(client, None)
 
     # Two browsers for the whole test: each new test client loads the middleware again.
     browser = Browser(raise_request_exception=True)
@@ -169,6 +177,7 @@ def world(db) -> World:
         confidential=confidential,
         poster=poster,
         public=public,
+        device=device,
         browser=browser,
         anonymous=anonymous,
         values=values,
@@ -212,6 +221,22 @@ def world(db) -> World:
             world.authorize_queries.append(
                 [("client_id", client.client_id), ("request_uri", pushed["request_uri"])]
             )
+    # Device codes (RFC 8628): one pending, one approved (its token for the first poll), one denied.
+    device_codes = []
+    for decision in ("pending", "allow", "deny"):
+        started = anonymous.post(
+            "/device_authorization",
+            urlencode({"client_id": device.client_id, "scope": "openid"}),
+            content_type=FORM,
+            secure=True,
+        ).json()
+        device_codes.append(started["device_code"])
+        if decision != "pending":
+            browser.post(
+                "/device", {"user_code": started["user_code"], "decision": decision}, secure=True
+            )
+    values["device_code"] = device_codes
+    values["user_code"] = ["BCDF-GHJK", "bcdfghjk"]
     world.registration = create_initial_access_token(uses=100_000)
     return world
 

@@ -84,7 +84,8 @@ RFC6749_TOKEN = {
     "invalid_scope",
 }
 INSECURE = {"insecure_transport"}  # Authlib: plain http to a non-loopback host
-TOKEN_ERRORS = RFC6749_TOKEN | INSECURE
+DEVICE_POLLING = {"authorization_pending", "slow_down", "access_denied", "expired_token"}
+TOKEN_ERRORS = RFC6749_TOKEN | INSECURE | DEVICE_POLLING  # RFC 8628 §3.5
 TOKEN_OPERATION_ERRORS = TOKEN_ERRORS | {"unsupported_token_type"}  # RFC 7009 §2.2.1
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}  # RFC 6750 §3.1
 REGISTRATION_ERRORS = BEARER_ERRORS | {  # RFC 7591 §3.2.2, RFC 7592
@@ -107,13 +108,14 @@ PAR_ERRORS = (
 JSON_ERRORS = {
     "/token": TOKEN_ERRORS,
     "/par": PAR_ERRORS,
+    "/device_authorization": RFC6749_TOKEN | INSECURE,
     "/introspect": TOKEN_OPERATION_ERRORS,
     "/revoke": TOKEN_OPERATION_ERRORS,
     "/userinfo": BEARER_ERRORS,
     "/register": REGISTRATION_ERRORS,
     "/register/{client_id}": REGISTRATION_ERRORS,
 }
-NO_STORE = {"/token", "/introspect", "/revoke", "/par"}
+NO_STORE = {"/token", "/introspect", "/revoke", "/par", "/device_authorization"}
 ERROR_DESCRIPTION = re.compile(r"[\x20-\x21\x23-\x5B\x5D-\x7E]*")  # RFC 6749 §5.2
 TRACEBACK_SIGNS = (b"Traceback (most recent call last)", b"Exception Value", b'id="traceback"')
 
@@ -211,7 +213,7 @@ def answer_problems(template: str, method: str, status: int, headers, body: byte
 
 # --- answers whose exact error code is known ------------------------------------------------------
 FORM = "application/x-www-form-urlencoded"
-FORM_ENDPOINTS = ("/token", "/introspect", "/revoke", "/par")
+FORM_ENDPOINTS = ("/token", "/introspect", "/revoke", "/par", "/device_authorization")
 EXACT: Counter[str] = Counter()  # answers held to an exact error code, by target and code
 
 
@@ -282,9 +284,15 @@ def expected_error(template: str, sent: Sent) -> Expected | None:
             grant_type = form.get("grant_type")
             if not grant_type:
                 return Expected("invalid_request", "no grant_type")
-            needed = {"authorization_code": "code", "refresh_token": "refresh_token"}
+            needed = {
+                "authorization_code": "code",
+                "refresh_token": "refresh_token",
+                "urn:ietf:params:oauth:grant-type:device_code": "device_code",  # RFC 8628 §3.4
+            }
             if grant_type in needed and not form.get(needed[grant_type]):
                 return Expected("invalid_request", f"no {needed[grant_type]}")
+        elif template == "/device_authorization":
+            return None  # nothing is required but the client (RFC 8628 §3.1)
         elif template == "/par":
             if not form.get("client_id"):  # RFC 9126 §2.1: required, as at /authorize
                 return Expected("invalid_request", "no client_id")

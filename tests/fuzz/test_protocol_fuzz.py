@@ -53,6 +53,7 @@ BUDGETS = {  # weighted towards the cheap endpoints: the whole fuzz run stays ne
     "end_session": 700,
     "login": 500,
     "par": 700,
+    "device": 500,
 }
 
 
@@ -187,6 +188,33 @@ def test_pushed_authorization_request_endpoint(world, budget):
         "/par", PROTOCOL_METHODS, mutated(bases, v), headers(w.authorizations, w.origins)
     )
     _run("par", budget, strategy, lambda sent: send("par", w.anonymous, sent))
+
+
+# --- device authorization (RFC 8628 §3.1) and its polls (§3.4) --------------------------------
+@budgets(BUDGETS["device"])
+def test_device_authorization_endpoint_and_polling(world, budget):
+    w, v = world, world.values
+    grant = "urn:ietf:params:oauth:grant-type:device_code"
+    bases = [
+        [("client_id", w.device.client_id), ("scope", "openid profile")],
+        [("client_id", w.device.client_id)],
+        [("scope", "openid")],
+        [],
+    ]
+    polls = [
+        [("grant_type", grant), ("client_id", w.device.client_id), ("device_code", code)]
+        for code in v["device_code"]
+    ] + [[("grant_type", grant), ("client_id", w.device.client_id)]]
+    methods = PROTOCOL_METHODS
+    starts = requests(
+        "/device_authorization", methods, mutated(bases, v), headers(w.authorizations, w.origins)
+    )
+    tokens = requests("/token", ["POST"], mutated(polls, v), headers(w.authorizations, w.origins))
+
+    def act(sent):
+        send("device", w.anonymous, sent)
+
+    _run("device", budget, starts | tokens, act)
 
 
 # --- userinfo (OIDC Core §5.3, RFC 6750) -------------------------------------------------------

@@ -352,3 +352,17 @@ def test_rfc8628_twenty_concurrent_polls_of_an_approved_code_get_exactly_one_tok
     assert sorted({error for status, error in answers if status != 200}) == ["invalid_grant"]
     assert RefreshToken.objects.count() == 1
     assert DeviceAuthorization.objects.get().status == DeviceAuthorization.Status.ISSUED
+
+
+def test_operators_see_device_sign_ins_and_pushed_requests_without_their_codes(tv, staff_client):
+    body = started(tv)
+    listing = staff_client.get("/admin/tokens/deviceauthorization/")
+    row = DeviceAuthorization.objects.get()
+    detail = staff_client.get(f"/admin/tokens/deviceauthorization/{row.pk}/change/")
+    pushed = staff_client.get("/admin/tokens/pushedauthorizationrequest/")
+
+    assert listing.status_code == 200 and b"Living Room TV" in listing.content
+    assert detail.status_code == 200
+    assert row.device_code_digest.encode() not in detail.content
+    assert body["device_code"].encode() not in detail.content
+    assert pushed.status_code == 200

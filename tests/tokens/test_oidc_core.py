@@ -51,6 +51,7 @@ ENDPOINTS = {
     "introspection_endpoint": "tokens:introspect",
     "revocation_endpoint": "tokens:revoke",
     "pushed_authorization_request_endpoint": "tokens:par",
+    "device_authorization_endpoint": "tokens:device_authorization",
 }
 
 
@@ -258,6 +259,7 @@ def test_nothing_unsupported_is_advertised():
         "authorization_code",
         "refresh_token",
         "client_credentials",
+        "urn:ietf:params:oauth:grant-type:device_code",  # RFC 8628
     }
     assert "implicit" not in data["grant_types_supported"]
     assert "password" not in data["grant_types_supported"]

@@ -175,7 +175,8 @@ def test_an_inactive_client_gets_no_tokens(confidential):
 
 
 def test_an_unsupported_grant_type(confidential):
-    for grant in ("password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"):
+    # (The device code grant is supported: tests/tokens/test_device_authorization.py.)
+    for grant in ("password", "implicit", "urn:ietf:params:oauth:grant-type:saml2-bearer"):
         assert_oauth_error(
             token_request(confidential, {"grant_type": grant}), "unsupported_grant_type"
         )
