@@ -63,6 +63,8 @@ PROTOCOL_URL_NAMES = (
     "tokens:token",
     "tokens:introspect",
     "tokens:revoke",
+    "tokens:par",
+    "tokens:device_authorization",
     "tokens:userinfo",
     "tokens:jwks",
     "tokens:openid_configuration",

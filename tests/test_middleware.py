@@ -69,6 +69,8 @@ def test_middleware_is_the_protocol_list_the_router_and_the_browser_list(setting
         "/token",
         "/introspect",
         "/revoke",
+        "/par",
+        "/device_authorization",
         "/userinfo",
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
