@@ -25,7 +25,8 @@ _SECRET_PATTERNS = [
     # key=value in query strings, form bodies, reprs and URLs
     (
         re.compile(
-            r"(?i)\b(client_secret|code_verifier|code|refresh_token|access_token|id_token(?:_hint)?|"
+            r"(?i)\b(client_secret|code_verifier|code|device_code|user_code|request_uri|"
+            r"refresh_token|access_token|id_token(?:_hint)?|"
             r"logout_token|registration_access_token|initial_access_token|token|password[12]?|"
             r"old_password|new_password[12]?|csrfmiddlewaretoken)(['\"]?\s*[=:]\s*['\"]?)([^&\s'\",}]+)"
         ),

@@ -14,10 +14,11 @@ from django.test import Client as Browser
 from django.utils import timezone
 
 from authserver import janitor
+from authserver.logs import redact
 from tests.factories import ClientFactory, Registered, UserFactory
 from tests.tokens.conftest import endpoint, query, refresh, token_request
 from tokens import access_tokens, device_codes
-from tokens.models import DeviceAuthorization, RefreshToken, token_digest
+from tokens.models import Client, DeviceAuthorization, RefreshToken, token_digest
 
 pytestmark = pytest.mark.django_db
 
@@ -366,3 +367,35 @@ def test_operators_see_device_sign_ins_and_pushed_requests_without_their_codes(t
     assert row.device_code_digest.encode() not in detail.content
     assert body["device_code"].encode() not in detail.content
     assert pushed.status_code == 200
+
+
+def test_rfc8628_a_device_client_registers_itself_without_redirect_uris(db, settings):
+    """RFC 7591 with the device grant: a public TV app, no redirect URI, the person scopes."""
+    settings.OPEN_REGISTRATION = True
+    registered = Browser().post(
+        "/register",
+        {
+            "client_name": "Kitchen Radio",
+            "grant_types": [DEVICE_GRANT, "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        },
+        content_type="application/json",
+        secure=True,
+    )
+    assert registered.status_code == 201, registered.content
+    body = registered.json()
+    assert body["grant_types"] == [DEVICE_GRANT, "refresh_token"]
+    assert body["scope"] == "openid profile email offline_access"
+    assert body["response_types"] == []
+    client = Registered(Client.objects.get(client_id=body["client_id"]), None)
+    assert started(client)["user_code"]
+
+
+def test_device_and_user_codes_and_request_uris_are_masked_in_logs():
+    line = (
+        "POST /token device_code=GmRhmhcxhwAzkoEq /device?user_code=BCDF-GHJK "
+        "request_uri=urn:ietf:params:oauth:request_uri:abc"
+    )
+    masked = redact(line)
+    assert "GmRhmhcxhwAzkoEq" not in masked and "BCDF-GHJK" not in masked
+    assert "abc" not in masked.split("request_uri=")[1]
