@@ -167,6 +167,12 @@ REGISTRATION_TOKEN_OVERLAP = 60
 # unless this is on (tests, or every relying party lives inside the network).
 BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = CONFIG.backchannel_logout_allow_private_networks
 BACKCHANNEL_LOGOUT_TIMEOUT = 5
+# DPoP (RFC 9449, tokens/dpop.py): a proof's iat may be this many seconds off the clock either
+# way; its jti is remembered (shared cache) that long. With DPOP_NONCE on, proofs must carry a
+# server nonce (§8, §9): an HMAC of the current DPOP_NONCE_LIFETIME window, so no storage.
+DPOP_IAT_WINDOW = CONFIG.dpop_iat_window
+DPOP_NONCE = CONFIG.dpop_nonce
+DPOP_NONCE_LIFETIME = CONFIG.dpop_nonce_lifetime
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.
 RESOURCE_SERVER_JWKS_URL = ""

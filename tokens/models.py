@@ -127,6 +127,12 @@ class Client(models.Model):
         blank=True, max_length=500, help_text="Receives a logout_token when a session it used ends."
     )
     backchannel_logout_session_required = models.BooleanField(default=True)
+    # --- DPoP (RFC 9449) ---
+    dpop_bound_access_tokens = models.BooleanField(
+        "DPoP-bound access tokens",
+        default=False,
+        help_text="RFC 9449 §5.2: every token request of this client must carry a DPoP proof.",
+    )
     metadata = models.JSONField(
         default=dict,
         blank=True,
@@ -323,6 +329,11 @@ class AuthorizationCode(models.Model):
     code_challenge_method = models.CharField(max_length=10, blank=True)
     auth_time = models.DateTimeField(null=True)
     amr = models.JSONField(default=list, blank=True)
+    dpop_jkt = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="RFC 9449 §10: the thumbprint of the key the exchange's DPoP proof must use.",
+    )
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
@@ -434,6 +445,11 @@ class RefreshToken(models.Model):
     revoke_reason = models.CharField(max_length=32, choices=Reason.choices, blank=True)
     access_jti = models.CharField(max_length=64, blank=True)
     access_expires = models.DateTimeField(null=True, blank=True)
+    dpop_jkt = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="RFC 9449 §5: bound to this DPoP key (public clients); empty if not bound.",
+    )
 
     objects = ExpiringQuerySet.as_manager()
 

@@ -49,11 +49,18 @@ class BackchannelLogoutClaims(BaseClaims):
     REGISTERED_CLAIMS = ["backchannel_logout_uri", "backchannel_logout_session_required"]
 
 
+class DpopClaims(BaseClaims):
+    """RFC 9449 §5.2."""
+
+    REGISTERED_CLAIMS = ["dpop_bound_access_tokens"]
+
+
 CLAIMS = [
     RegistrationClaims,
     OidcClientMetadataClaims,
     LogoutClientMetadataClaims,
     BackchannelLogoutClaims,
+    DpopClaims,
 ]
 STRINGS = (
     "client_name", "scope", "token_endpoint_auth_method", "client_uri", "logo_uri", "tos_uri",
@@ -91,9 +98,9 @@ def check_metadata(data: dict) -> None:
         raise InvalidClientMetadataError(error_text(str(scopes.UnknownScopes(unknown))[:300]))
     if "jwks" in data:  # not supported; Authlib's own check chokes on a jwks that is not an object
         raise InvalidClientMetadataError("Not supported here: jwks.")
-    flag = data.get("backchannel_logout_session_required")
-    if flag is not None and not isinstance(flag, bool):
-        raise InvalidClientMetadataError("backchannel_logout_session_required must be a boolean.")
+    for flag in ("backchannel_logout_session_required", "dpop_bound_access_tokens"):
+        if data.get(flag) is not None and not isinstance(data[flag], bool):
+            raise InvalidClientMetadataError(f"{flag} must be a boolean.")
     problems = [
         f"{uri}: {problem}"
         for uri in data.get("redirect_uris") or []
@@ -163,6 +170,7 @@ def client_fields(metadata: dict) -> dict:
             "backchannel_logout_session_required", True
         )
         is not False,
+        "dpop_bound_access_tokens": metadata.get("dpop_bound_access_tokens") is True,
         # Registered clients always ask for consent: nobody vouched for them.
         "consent": Client.Consent.REMEMBER,
         "metadata": {name: metadata[name] for name in KEPT_AS_IS if name in metadata},
@@ -202,6 +210,7 @@ def describe(client: Client) -> dict:
         "scope": " ".join(client.allowed_scopes),
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
         "subject_type": "public",
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         **client.metadata,
     }
     if client.backchannel_logout_uri:

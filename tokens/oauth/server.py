@@ -17,6 +17,7 @@ from tokens.oauth.grants import (
     ClientCredentialsGrant,
     RefreshTokenGrant,
     S256CodeChallenge,
+    dpop_proof,
 )
 from tokens.oauth.oidc import OpenIDCode
 from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
@@ -99,6 +100,11 @@ class AuthorizationServer(DjangoAuthorizationServer):
             access=request.issued_access,
             parent=parent,
             code=code,
+            # RFC 9449 §5: bound to the DPoP key for public clients only; a confidential
+            # client's refresh token is already bound to its credentials.
+            dpop_jkt=proof.jkt
+            if request.client.is_public and (proof := dpop_proof(request))
+            else "",
         )
 
     # Two of Authlib's errors escape the try that turns errors into responses: plain http (other

@@ -32,6 +32,10 @@ class Command(BaseCommand):
             "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
         )
         parser.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"])
+        parser.add_argument(
+            "--dpop-bound-access-tokens", action="store_true",
+            help="RFC 9449 §5.2: refuse this client's token requests without a DPoP proof.",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -43,6 +47,7 @@ class Command(BaseCommand):
         scopes,
         consent,
         auth_method,
+        dpop_bound_access_tokens,
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
@@ -60,6 +65,7 @@ class Command(BaseCommand):
                 grant_types=grant_types,
                 scopes=scopes,
                 consent=consent,
+                dpop_bound_access_tokens=dpop_bound_access_tokens,
                 **extra,
             )
         except ValidationError as error:
@@ -77,6 +83,7 @@ class Command(BaseCommand):
                     "redirect_uris": client.redirect_uris,
                     "grant_types": client.grant_types,
                     "scope": " ".join(client.allowed_scopes),
+                    "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
                 },
                 indent=2,
             )
