@@ -131,7 +131,7 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         jkt = requested_jkt(self.request)
         if jkt and not JKT.fullmatch(jkt):
             raise InvalidRequestError(
-                "'dpop_jkt' must be a base64url SHA-256 JWK thumbprint (RFC 9449 §10).",
+                "'dpop_jkt' must be a base64url SHA-256 JWK thumbprint (RFC 9449, section 10).",
                 state=self.request.payload.state,
                 redirect_uri=redirect_uri,
             )
