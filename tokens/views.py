@@ -146,8 +146,6 @@ def token(request: HttpRequest) -> HttpResponse:
         return cors.preflight(request, "POST")
     if problem := form_problem(request):
         return problem
-    if "HTTP_DPOP" in request.META and (problem := _dpop_problem(request)):
-        return cors.allow_client_origin(request, problem)
     if request.POST.get("grant_type") == "client_credentials":
         # No row is read or written: no transaction to open (the hot path).
         response = get_server().create_token_response(request)
@@ -159,30 +157,6 @@ def token(request: HttpRequest) -> HttpResponse:
     if settings.DPOP_NONCE and "HTTP_DPOP" in request.META:
         response["DPoP-Nonce"] = dpop.current_nonce()  # RFC 9449 §8.2: the next one to use
     return cors.allow_client_origin(request, response)
-
-
-def _dpop_problem(request: HttpRequest) -> JsonResponse | None:
-    """RFC 9449 §4.3 at the token endpoint: check the proof and keep it on the request for the
-    grants (tokens/oauth/grants.py), or answer its §5.2 error."""
-    try:
-        request.dpop = dpop.check_proof(
-            request.META["HTTP_DPOP"],
-            method=request.method,
-            url=dpop.endpoint_url(request.path),
-        )
-    except dpop.NonceRequired as error:  # §8: 400 use_dpop_nonce, with the nonce to use
-        return oauth_error(error.error, error.description, DPoP_Nonce=dpop.current_nonce())
-    except dpop.ProofError as error:
-        return oauth_error(error.error, error.description)
-    except dpop.ReplayCacheUnavailable:
-        logger.error("DPoP proof refused: the replay cache cannot be reached")
-        return oauth_error(
-            "temporarily_unavailable",
-            "DPoP proofs cannot be checked right now; try again.",
-            status=503,
-            Retry_After="5",
-        )
-    return None
 
 
 @csrf_exempt

@@ -4,6 +4,7 @@ tokens/codes.py and tokens/refresh_tokens.py."""
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 from datetime import UTC, datetime
@@ -15,22 +16,66 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
-from tokens import access_tokens, codes, refresh_tokens
+from tokens import access_tokens, codes, dpop, refresh_tokens
 from tokens.oauth.registration import error_text
+
+logger = logging.getLogger(__name__)
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 JKT = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 (RFC 7638)
 
 
 class InvalidDpopProofError(OAuth2Error):
-    """RFC 9449 §5: a token request whose DPoP proof is missing where it is required."""
+    """RFC 9449 §5: the token request's DPoP proof is wrong, or missing where it is required."""
 
     error = "invalid_dpop_proof"
 
 
+class UseDpopNonceError(InvalidDpopProofError):
+    """RFC 9449 §8: a fresh server nonce is required; the answer carries the one to use."""
+
+    error = "use_dpop_nonce"
+
+    def get_headers(self):
+        return [*super().get_headers(), ("DPoP-Nonce", dpop.current_nonce())]
+
+
+class DpopUnavailableError(OAuth2Error):
+    """The replay cache cannot be reached: no proof is accepted unchecked (fail closed)."""
+
+    error = "temporarily_unavailable"
+    description = "DPoP proofs cannot be checked right now; try again."
+    status_code = 503
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", "5")]
+
+
+def check_dpop_proof(request):
+    """RFC 9449 §4.3 at the token endpoint: the request's checked proof, or None without a
+    ``DPoP`` header (no other work then). Run once the client is authenticated, so missing
+    parameters and bad credentials are answered first, and junk costs no cache write."""
+    value = request.django_request.META.get("HTTP_DPOP")
+    if value is None:
+        return None
+    try:
+        return dpop.check_proof(
+            value,
+            method=request.django_request.method,
+            url=dpop.endpoint_url(request.django_request.path),
+        )
+    except dpop.NonceRequired as error:
+        raise UseDpopNonceError(error.description) from None
+    except dpop.ProofError as error:
+        raise InvalidDpopProofError(error.description) from None
+    except dpop.ReplayCacheUnavailable:
+        logger.error("DPoP proof refused: the replay cache cannot be reached")
+        raise DpopUnavailableError() from None
+
+
 def dpop_proof(request):
-    """The checked DPoP proof of this token request (tokens/views.py), or None."""
-    return getattr(request.django_request, "dpop", None)
+    """The checked DPoP proof of this token request, or None."""
+    return request.dpop
 
 
 def requested_jkt(request) -> str:
@@ -81,7 +126,8 @@ class IssuesTokens:
 
     def authenticate_token_endpoint_client(self):
         client = super().authenticate_token_endpoint_client()
-        if client.dpop_bound_access_tokens and dpop_proof(self.request) is None:
+        self.request.dpop = check_dpop_proof(self.request)
+        if client.dpop_bound_access_tokens and self.request.dpop is None:
             # RFC 9449 §5.2: such a client's token requests without a DPoP header are refused,
             # before any code or refresh token is looked at (none is used up).
             raise InvalidDpopProofError("This client must send a DPoP proof with every request.")

@@ -37,6 +37,7 @@ class OAuth2Request(DjangoOAuth2Request):
         super().__init__(request)
         self.django_request = request
         self.issued_access = None
+        self.dpop = None  # the checked DPoP proof (RFC 9449), set by the token grants
 
 
 class AuthorizationServer(DjangoAuthorizationServer):
