@@ -84,8 +84,9 @@ RFC6749_TOKEN = {
     "invalid_scope",
 }
 INSECURE = {"insecure_transport"}  # Authlib: plain http to a non-loopback host
-TOKEN_ERRORS = RFC6749_TOKEN | INSECURE
-TOKEN_OPERATION_ERRORS = TOKEN_ERRORS | {"unsupported_token_type"}  # RFC 7009 §2.2.1
+DPOP = {"invalid_dpop_proof", "use_dpop_nonce"}  # RFC 9449 §5, §7.1, §8, §9
+TOKEN_ERRORS = RFC6749_TOKEN | INSECURE | DPOP
+TOKEN_OPERATION_ERRORS = RFC6749_TOKEN | INSECURE | {"unsupported_token_type"}  # RFC 7009 §2.2.1
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}  # RFC 6750 §3.1
 REGISTRATION_ERRORS = BEARER_ERRORS | {  # RFC 7591 §3.2.2, RFC 7592
     "invalid_redirect_uri",
@@ -101,7 +102,7 @@ JSON_ERRORS = {
     "/token": TOKEN_ERRORS,
     "/introspect": TOKEN_OPERATION_ERRORS,
     "/revoke": TOKEN_OPERATION_ERRORS,
-    "/userinfo": BEARER_ERRORS,
+    "/userinfo": BEARER_ERRORS | DPOP,
     "/register": REGISTRATION_ERRORS,
     "/register/{client_id}": REGISTRATION_ERRORS,
 }
