@@ -128,9 +128,11 @@ class Client(models.Model):
     )
     backchannel_logout_session_required = models.BooleanField(default=True)
     # --- DPoP (RFC 9449) ---
+    # db_default on the DPoP columns: rows inserted by raw SQL (bench/, jobs) need not name them.
     dpop_bound_access_tokens = models.BooleanField(
         "DPoP-bound access tokens",
         default=False,
+        db_default=False,
         help_text="RFC 9449 §5.2: every token request of this client must carry a DPoP proof.",
     )
     metadata = models.JSONField(
@@ -332,6 +334,8 @@ class AuthorizationCode(models.Model):
     dpop_jkt = models.CharField(
         max_length=64,
         blank=True,
+        default="",
+        db_default="",
         help_text="RFC 9449 §10: the thumbprint of the key the exchange's DPoP proof must use.",
     )
     created = models.DateTimeField(default=timezone.now)
@@ -448,6 +452,8 @@ class RefreshToken(models.Model):
     dpop_jkt = models.CharField(
         max_length=64,
         blank=True,
+        default="",
+        db_default="",
         help_text="RFC 9449 §5: bound to this DPoP key (public clients); empty if not bound.",
     )
 
