@@ -176,6 +176,9 @@ DPOP_NONCE_LIFETIME = CONFIG.dpop_nonce_lifetime
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.
 RESOURCE_SERVER_JWKS_URL = ""
+# The public base URL of the resource server's own endpoints, which DPoP proofs name in htu
+# (RFC 9449 §4.3); empty: ISSUER (the resources of this deployment, userinfo among them).
+RESOURCE_SERVER_URL = ""
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tokens.oauth.resource.BearerTokenAuthentication"],
     # Secure by default: a DRF view needs a valid token carrying its ``required_scopes``.

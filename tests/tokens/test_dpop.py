@@ -10,14 +10,21 @@ code, and the tokens the server issues are read here and their thumbprints compu
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
+from io import StringIO
+from urllib.parse import urlsplit
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.test import Client as Browser
 from django.test import override_settings
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+from authserver import env
+from tests.factories import ClientFactory, Registered
 from tests.tokens.conftest import authorize_url, endpoint, get_code, query, token_request
 from tests.tokens.dpop_client import DROP, Holder, claims_of, unsigned
 from tests.tokens.test_token_endpoint import assert_oauth_error
@@ -480,3 +487,82 @@ def test_rfc9449_a_public_client_lives_on_dpop_from_code_to_userinfo(
     # A thief holding the refresh token but not the key gets nothing.
     stolen = refresh(public, body["refresh_token"], Holder().proof(), auth="none")
     assert_oauth_error(stolen, "invalid_grant")
+
+
+def test_rfc9449_4_3_htu_at_a_resource_elsewhere_is_its_own_url(settings, confidential, holder):
+    """A resource server of another deployment names its own public URL (RESOURCE_SERVER_URL):
+    a proof for the authorization server's host is then a proof for another resource."""
+    settings.RESOURCE_SERVER_URL = "https://api.example.test"
+    token = client_credentials(confidential, holder.proof()).json()["access_token"]
+    with override_settings(ROOT_URLCONF="tests.urls_resource"):
+        auth = {"HTTP_AUTHORIZATION": f"DPoP {token}"}
+        ours = holder.proof("GET", "https://api.example.test/plain/profile", access_token=token)
+        ok = Browser().get("/plain/profile", secure=True, HTTP_DPOP=ours, **auth)
+        assert ok.status_code == 200, ok.content
+        theirs = holder.proof("GET", f"{ISSUER}/plain/profile", access_token=token)
+        wrong = Browser().get("/plain/profile", secure=True, HTTP_DPOP=theirs, **auth)
+        _dpop_challenge(wrong, "invalid_dpop_proof")
+
+
+# --- operators: admin, create_client, settings -----------------------------------------------
+def test_rfc9449_5_2_admin_sets_dpop_bound_access_tokens(staff_client, confidential):
+    page = staff_client.get(f"/admin/tokens/client/{confidential.client.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="dpop_bound_access_tokens"' in page.content.decode()
+
+
+def test_rfc9449_5_2_create_client_sets_dpop_bound_access_tokens():
+    out = StringIO()
+    call_command(
+        "create_client",
+        "--name",
+        "DPoP SPA",
+        "--public",
+        "--redirect-uri",
+        "https://spa.example.com/cb",
+        "--dpop-bound-access-tokens",
+        stdout=out,
+    )
+    printed = json.loads(out.getvalue())
+    assert printed["dpop_bound_access_tokens"] is True
+    assert Client.objects.get(client_id=printed["client_id"]).dpop_bound_access_tokens
+
+
+@pytest.mark.parametrize(
+    "name, value", [("DPOP_IAT_WINDOW", "0"), ("DPOP_IAT_WINDOW", "x"), ("DPOP_NONCE", "perhaps")]
+)
+def test_dpop_settings_are_checked_at_start_up(name, value):
+    with pytest.raises(ImproperlyConfigured, match=name):
+        env.load({"DEBUG": "true", name: value})
+
+
+# --- over a real socket ------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_rfc9449_4_3_two_dpop_headers_on_the_wire_are_refused(live_server):
+    """A WSGI server joins repeated headers with commas (RFC 9110 §5.3); two DPoP headers sent
+    as two header lines reach the check as one value, and are refused (§4.3 step 1)."""
+    confidential = Registered.of(ClientFactory())
+    holder = Holder()
+    host, port = urlsplit(live_server.url).hostname, urlsplit(live_server.url).port
+
+    def post(*proofs: str) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        body = "grant_type=client_credentials&scope=profile"
+        conn.putrequest("POST", "/token")
+        for name, value in (
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", str(len(body))),
+            ("Authorization", confidential.basic()["HTTP_AUTHORIZATION"]),
+            *(("DPoP", proof) for proof in proofs),
+        ):
+            conn.putheader(name, value)
+        conn.endheaders(body.encode())
+        response = conn.getresponse()
+        answer = response.status, json.loads(response.read())
+        conn.close()
+        return answer
+
+    status, body = post(holder.proof(), holder.proof())
+    assert (status, body["error"]) == (400, "invalid_dpop_proof"), body
+    status, body = post(holder.proof())
+    assert status == 200 and body["token_type"] == "DPoP", body

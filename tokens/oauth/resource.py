@@ -248,7 +248,7 @@ class DpopAccessTokenValidator(AccessTokenValidator):
             proof = dpop.check_proof(
                 request.headers.get("DPoP"),
                 method=request.method,
-                url=settings.ISSUER + urlsplit(request.uri).path,
+                url=(settings.RESOURCE_SERVER_URL or settings.ISSUER) + urlsplit(request.uri).path,
                 access_token=token_string,
             )
         except dpop.NonceRequired as error:
