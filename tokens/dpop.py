@@ -25,6 +25,7 @@ import json
 import math
 import re
 import time
+import weakref
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -297,18 +298,19 @@ def _use_once(jkt: str, jti: str) -> None:
         raise ProofError("This DPoP proof has been used already.")
 
 
-_redis: tuple[object, object] | None = None  # (Django's Redis cache client, its redis.Redis)
+# Django's Redis cache client (one per thread's cache backend) -> the redis.Redis kept for it.
+_redis_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _add(key: str, timeout: int) -> bool:
     """``cache.add`` (SET NX EX on Redis, under the cache's own key prefix and version). On
     Redis through one kept ``redis.Redis``: Django's backend builds a new one for every call,
     which cost half of a proof's CPU here. Its connection pool is the cache's own."""
-    global _redis
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return cache.add(key, 1, timeout=timeout)
-    kept = _redis
-    if kept is None or kept[0] is not backend._cache:
-        kept = _redis = (backend._cache, backend._cache.get_client(write=True))
-    return bool(kept[1].set(backend.make_and_validate_key(key), 1, nx=True, ex=timeout))
+    owner = backend._cache
+    client = _redis_clients.get(owner)
+    if client is None:
+        client = _redis_clients[owner] = owner.get_client(write=True)
+    return bool(client.set(backend.make_and_validate_key(key), 1, nx=True, ex=timeout))

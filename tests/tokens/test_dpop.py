@@ -566,3 +566,24 @@ def test_rfc9449_4_3_two_dpop_headers_on_the_wire_are_refused(live_server):
     assert (status, body["error"]) == (400, "invalid_dpop_proof"), body
     status, body = post(holder.proof())
     assert status == 200 and body["token_type"] == "DPoP", body
+
+
+def test_rfc9449_8_a_browser_client_may_send_dpop_and_read_the_nonce(nonces, public, holder):
+    """A single-page app calls /token from its own origin: the preflight allows the DPoP
+    header, and the answer lets the page read DPoP-Nonce (Fetch: exposed headers)."""
+    origin = "http://127.0.0.1:8765"  # the origin of the public client's redirect URI
+    preflight = Browser().options(
+        "/token",
+        secure=True,
+        HTTP_ORIGIN=origin,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="dpop, content-type",
+    )
+    assert "DPoP" in preflight["Access-Control-Allow-Headers"]
+    data = {"grant_type": "refresh_token", "refresh_token": "unknown"}
+    response = token_request(
+        public, data, auth="none", HTTP_ORIGIN=origin, HTTP_DPOP=holder.proof()
+    )
+    assert_oauth_error(response, "use_dpop_nonce")
+    assert response["Access-Control-Allow-Origin"] == origin
+    assert response["Access-Control-Expose-Headers"] == "DPoP-Nonce"
