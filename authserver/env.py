@@ -67,6 +67,9 @@ class Config:
     backchannel_logout_allow_private_networks: bool
     metrics_token: str
     metrics_allowed_networks: list
+    dpop_iat_window: int
+    dpop_nonce: bool
+    dpop_nonce_lifetime: int
 
 
 class _Reader:
@@ -236,6 +239,9 @@ def load(environ: dict[str, str] | None = None) -> Config:
         metrics_allowed_networks=_networks(
             read, "METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128"
         ),
+        dpop_iat_window=read.integer("DPOP_IAT_WINDOW", 60, minimum=5, maximum=600),
+        dpop_nonce=read.boolean("DPOP_NONCE", False),
+        dpop_nonce_lifetime=read.integer("DPOP_NONCE_LIFETIME", 300, minimum=30, maximum=3_600),
     )
     if read.problems:
         count = len(read.problems)

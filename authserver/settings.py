@@ -182,9 +182,18 @@ DEVICE_CODE_ENTRY_LIMIT_PER_IP = 50
 # unless this is on (tests, or every relying party lives inside the network).
 BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS = CONFIG.backchannel_logout_allow_private_networks
 BACKCHANNEL_LOGOUT_TIMEOUT = 5
+# DPoP (RFC 9449, tokens/dpop.py): a proof's iat may be this many seconds off the clock either
+# way; its jti is remembered (shared cache) that long. With DPOP_NONCE on, proofs must carry a
+# server nonce (§8, §9): an HMAC of the current DPOP_NONCE_LIFETIME window, so no storage.
+DPOP_IAT_WINDOW = CONFIG.dpop_iat_window
+DPOP_NONCE = CONFIG.dpop_nonce
+DPOP_NONCE_LIFETIME = CONFIG.dpop_nonce_lifetime
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.
 RESOURCE_SERVER_JWKS_URL = ""
+# The public base URL of the resource server's own endpoints, which DPoP proofs name in htu
+# (RFC 9449 §4.3); empty: ISSUER (the resources of this deployment, userinfo among them).
+RESOURCE_SERVER_URL = ""
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tokens.oauth.resource.BearerTokenAuthentication"],
     # Secure by default: a DRF view needs a valid token carrying its ``required_scopes``.

@@ -66,6 +66,8 @@ def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
         CACHE_URL=f"{args.redis.rstrip('/')}/{args.cache_db}",
         CELERY_BROKER_URL=f"{args.redis.rstrip('/')}/{args.broker_db}",
         PYTHONPATH=str(ROOT),
+        # DPoP proofs are signed before the run (bench/tokens.py): let their iat be 10 min old.
+        DPOP_IAT_WINDOW="600",
     )
     env.update(extra)
     return env

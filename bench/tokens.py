@@ -26,7 +26,9 @@ must contain "bench", and it is created, migrated and dropped here):
    ``--duration`` seconds: first ``django_ping``, GET /ping of a bare startproject-style Django
    app (bench/bare_django.py) under the same gunicorn, the machine's reference, then our server:
    /ping, client_credentials, introspection, refresh rotation (each request the next unused
-   ``rt-<i>``), the authorization-code exchange (each request the next ``code-<i>``). wrk also
+   ``rt-<i>``), the same for a public client with DPoP (RFC 9449: ``drt-<i>``, refresh tokens
+   bound to the bench's key, each request with its own proof, signed just before the scenario
+   runs), the authorization-code exchange (each request the next ``code-<i>``). wrk also
    checks every answer's body; the CPU time the worker, the database backends and Redis spent
    per request is read from /proc.
 5. Verifies in the database that every refresh token and code was used at most once (no replay
@@ -50,6 +52,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -65,6 +68,7 @@ from common import (
     BARE_DJANGO_APP,
     CLOCK_TICKS,
     GUNICORN_CONFIG,
+    ISSUER,
     ROOT,
     CpuSampler,
     bench_client,
@@ -112,7 +116,8 @@ REFERENCE_RATES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("node-oidc-provider introspections", 1_390, ("introspection",)),
 )
 REFERENCES = ("django_ping", "ping")  # always measured
-SCENARIOS = (*REFERENCES, "client_credentials", "introspection", "refresh", "code")
+SCENARIOS = (*REFERENCES, "client_credentials", "introspection", "refresh", "dpop_refresh", "code")
+DPOP_RATE = 600  # DPoP refresh tokens (and proofs) seeded per second of warm-up + duration
 QUIET_LOAD, QUIET_BUSY = 0.5, 10.0
 
 
@@ -163,6 +168,9 @@ class Seeded:
     user_id: int
     sid: str
     tokens: int
+    dpop_client_id: str = ""
+    dpop_key: object = None  # the bench client's DPoP key (joserfc ECKey)
+    dpop_tokens: int = 0
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -229,7 +237,7 @@ def seed(args: argparse.Namespace) -> Seeded:
         f"  {args.tokens:,} refresh tokens and {args.tokens:,} codes in "
         f"{time.monotonic() - started:.1f} s (with VACUUM ANALYZE, CHECKPOINT)"
     )
-    return Seeded(
+    seeded = Seeded(
         client_id=client.client_id,
         client_basic=basic(client.client_id, secret),
         resource_basic=basic(resource.client_id, resource_secret),
@@ -237,6 +245,63 @@ def seed(args: argparse.Namespace) -> Seeded:
         sid=sid,
         tokens=args.tokens,
     )
+    if "dpop_refresh" in args.scenarios:
+        seed_dpop(args, seeded, p)
+    return seeded
+
+
+def seed_dpop(args: argparse.Namespace, seeded: Seeded, p: dict) -> None:
+    """A public client and ``drt-<i>`` refresh tokens bound (``dpop_jkt``) to one DPoP key, as
+    a public client's DPoP code exchange leaves them (RFC 9449 §5). access_jti marks them."""
+    from django.db import connection, transaction
+    from joserfc.jwk import ECKey
+
+    client, _ = bench_client(
+        "Bench DPoP SPA",
+        public=True,
+        redirect_uris=[REDIRECT_URI],
+        grant_types=["authorization_code", "refresh_token"],
+        access_token_lifetime=3_600,
+    )
+    key = ECKey.generate_key("P-256", auto_kid=False)
+    count = int(DPOP_RATE * (args.warmup + args.duration) * 1.1) + 200
+    params = {**p, "client": client.pk, "n": count, "jkt": key.thumbprint()}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(
+            "INSERT INTO tokens_refreshtoken (token_digest, family, access_jti, sid, scope,"
+            " revoke_reason, client_id, user_id, auth_time, created, expires, family_expires,"
+            " dpop_jkt)"
+            f" SELECT {digest_sql('drt-')}, md5('drt-' || g)::uuid, 'seed-dpop', %(sid)s,"
+            " %(scope)s, '', %(client)s, %(user)s, %(now)s, %(now)s, %(now)s + interval '7 days',"
+            " %(now)s + interval '30 days', %(jkt)s FROM generate_series(1, %(n)s) g",
+            params,
+        )
+    with connection.cursor() as cursor:
+        cursor.execute('VACUUM ANALYZE "tokens_refreshtoken"')
+    print(f"  {count:,} DPoP-bound refresh tokens of a public client")
+    seeded.dpop_client_id, seeded.dpop_key, seeded.dpop_tokens = client.client_id, key, count
+
+
+def dpop_proof(key, htu: str = f"{ISSUER}/token") -> str:
+    """A DPoP proof for POST /token (RFC 9449 §4.2), as a client signs one per request."""
+    from joserfc import jws
+
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": htu, "iat": int(time.time())}
+    return jws.serialize_compact(header, json.dumps(claims), key, algorithms=["ES256"])
+
+
+def dpop_proofs_file(seeded: Seeded, directory: Path) -> Path:
+    """Line i: the proof for drt-<i> (line 1 for drt-1 is never used: the correctness check
+    signed its own). Signed now, so their iat is fresh when the scenario starts."""
+    path = directory / "dpop-proofs.txt"
+    if not path.exists():
+        started = time.monotonic()
+        lines = (dpop_proof(seeded.dpop_key) for _ in range(seeded.dpop_tokens))
+        path.write_text("\n".join(lines) + "\n")
+        print(f"  {seeded.dpop_tokens:,} proofs signed in {time.monotonic() - started:.1f} s")
+    return path
 
 
 def census() -> dict[str, int]:
@@ -251,6 +316,11 @@ def census() -> dict[str, int]:
         "codes used": "SELECT count(*) FROM tokens_authorizationcode WHERE used_at IS NOT NULL",
         "tokens from codes": "SELECT count(*) FROM tokens_refreshtoken"
         " WHERE authorization_code_id IS NOT NULL",
+        "dpop tokens rotated": "SELECT count(*) FROM tokens_refreshtoken"
+        " WHERE access_jti = 'seed-dpop' AND rotated_at IS NOT NULL",
+        "dpop tokens from rotation, bound to the key": "SELECT count(*) FROM tokens_refreshtoken c"
+        " JOIN tokens_refreshtoken p ON p.id = c.parent_id WHERE p.access_jti = 'seed-dpop'"
+        " AND c.dpop_jkt = p.dpop_jkt",
         "tokens revoked": "SELECT count(*) FROM tokens_refreshtoken WHERE revoked_at IS NOT NULL",
         "replays": "SELECT count(*) FROM accounts_securityevent WHERE kind = 'refresh_replay'",
         "sessions ended": "SELECT count(*) FROM accounts_usersession WHERE revoked_at IS NOT NULL",
@@ -337,9 +407,18 @@ class ServicePinning:
 
 
 # --- HTTP, for the correctness checks ----------------------------------------------------------
-def request(port: int, method: str, path: str, form: dict | None = None, basic_auth: str = ""):
+def request(
+    port: int,
+    method: str,
+    path: str,
+    form: dict | None = None,
+    basic_auth: str = "",
+    dpop: str = "",
+):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Accept": "application/json"}
+    if dpop:
+        headers["DPoP"] = dpop
     body = None
     if form is not None:
         body = urlencode(form)
@@ -418,6 +497,9 @@ def correctness(port: int, seeded: Seeded) -> tuple[list[Check], str]:
     add("refresh: a Bearer access token and a new refresh token; rt-1 rotated", ok, status, body)
     access_token = body.get("access_token", "") if isinstance(body, dict) else ""
 
+    if seeded.dpop_key is not None:
+        checks += dpop_correctness(port, seeded)
+
     form = {
         "grant_type": "authorization_code",
         "code": "code-1",
@@ -465,6 +547,52 @@ def correctness(port: int, seeded: Seeded) -> tuple[list[Check], str]:
     live = UserSession.objects.active().filter(sid=seeded.sid).exists()
     checks.append(Check("the bench session is still live", live))
     return checks, access_token
+
+
+def dpop_correctness(port: int, seeded: Seeded) -> list[Check]:
+    """drt-2 without a proof is refused and not used up; drt-1 with one rotates, and the new
+    access token and refresh token are bound to the key (RFC 9449 §5, §6.1)."""
+    from tokens.models import RefreshToken, token_digest
+
+    form = {"grant_type": "refresh_token", "client_id": seeded.dpop_client_id}
+    status, body = request(port, "POST", "/token", {**form, "refresh_token": "drt-2"})
+    untouched = RefreshToken.objects.get(token_digest=token_digest("drt-2")).rotated_at is None
+    refused = status == 400 and isinstance(body, dict) and body.get("error") == "invalid_grant"
+    checks = [
+        Check(
+            "dpop_refresh: drt-2 without a proof is invalid_grant, not used up",
+            refused and untouched,
+            "" if refused and untouched else f"status {status}: {str(body)[:300]}",
+        )
+    ]
+    proof = dpop_proof(seeded.dpop_key)
+    status, body = request(port, "POST", "/token", {**form, "refresh_token": "drt-1"}, dpop=proof)
+    jkt = seeded.dpop_key.thumbprint()
+    new = isinstance(body, dict) and body.get("refresh_token")
+    child = RefreshToken.objects.filter(token_digest=token_digest(new)).first() if new else None
+    ok = (
+        status == 200
+        and body.get("token_type") == "DPoP"
+        and _jwt_claims(body.get("access_token", "")).get("cnf") == {"jkt": jkt}
+        and child is not None
+        and child.dpop_jkt == jkt
+    )
+    checks.append(
+        Check(
+            "dpop_refresh: drt-1 with a proof rotates; access and refresh token bound to the key",
+            ok,
+            "" if ok else f"status {status}: {str(body)[:300]}",
+        )
+    )
+    return checks
+
+
+def _jwt_claims(value: str) -> dict:
+    try:
+        payload = value.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
 
 
 # --- wrk ----------------------------------------------------------------------------------------
@@ -685,7 +813,9 @@ def measure_bare_django(
         stop(server)
 
 
-def measure(args, port, seeded, access_token, server, database, sampler, pinning) -> list[Measured]:
+def measure(
+    args, port, seeded, access_token, server, database, sampler, pinning, log_dir
+) -> list[Measured]:
     scenarios: dict[str, tuple[str, str, Callable[[int], list]]] = {
         "ping": ("/ping", "ping.lua", lambda first: []),
         "client_credentials": (
@@ -703,6 +833,16 @@ def measure(args, port, seeded, access_token, server, database, sampler, pinning
             "refresh.lua",
             lambda first: [seeded.client_basic, first, args.threads],
         ),
+        "dpop_refresh": (
+            "/token",
+            "dpop_refresh.lua",
+            lambda first: [
+                seeded.dpop_client_id,
+                first,
+                args.threads,
+                dpop_proofs_file(seeded, log_dir),
+            ],
+        ),
         "code": (
             "/token",
             "code.lua",
@@ -715,7 +855,9 @@ def measure(args, port, seeded, access_token, server, database, sampler, pinning
             ],
         ),
     }
-    next_index = {"refresh": 2, "code": 2}  # index 1 of each went to the correctness checks
+    # Index 1 of each went to the correctness checks (and drt-2 was refused, not used up).
+    next_index = {"refresh": 2, "dpop_refresh": 2, "code": 2}
+    seeded_count = {"dpop_refresh": seeded.dpop_tokens}
     measured = []
     for name in args.scenarios:
         if name not in scenarios:  # django_ping: its own server, measured before
@@ -733,10 +875,11 @@ def measure(args, port, seeded, access_token, server, database, sampler, pinning
         )
         if name in next_index:
             next_index[name] = m.result.next_index
-            if m.result.next_index > seeded.tokens:
+            available = seeded_count.get(name, seeded.tokens)
+            if m.result.next_index > available:
                 print(
                     f"  bench: {name} ran out of seeded values ({m.result.next_index - 1:,} > "
-                    f"{seeded.tokens:,}): raise --tokens"
+                    f"{available:,}): raise --tokens (or DPOP_RATE)"
                 )
         measured.append(m)
     return measured
@@ -766,7 +909,21 @@ def consistency(measured: list[Measured], counts: dict[str, int], connections: i
         ),
         Check("no refresh token replay recorded", counts["replays"] == 0, str(counts["replays"])),
     ]
-    for name, label in (("refresh", "tokens rotated"), ("code", "codes used")):
+    if "dpop tokens rotated" in counts and "dpop_refresh" in by_name:
+        rotated = counts["dpop tokens rotated"]
+        bound = counts["dpop tokens from rotation, bound to the key"]
+        checks.append(
+            Check(
+                "one new refresh token, bound to the same key, per DPoP rotation",
+                rotated == bound,
+                f"{rotated:,} rotated, {bound:,} new and bound",
+            )
+        )
+    for name, label in (
+        ("refresh", "tokens rotated"),
+        ("dpop_refresh", "dpop tokens rotated"),
+        ("code", "codes used"),
+    ):
         if name not in by_name:
             continue
         m = by_name[name]
@@ -1029,7 +1186,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             connections.close_all()
 
-            measured += measure(args, port, seeded, access_token, server, name, sampler, pinning)
+            measured += measure(
+                args, port, seeded, access_token, server, name, sampler, pinning, log_dir
+            )
         finally:
             sampler.stop()
         stop(server)  # gracefully: the request in hand is finished first

@@ -35,9 +35,12 @@ class AccessToken:
     expires_at: datetime
 
 
-def issue(*, client, user, scope: str, sid: str = "", auth_time: int | None = None) -> AccessToken:
+def issue(
+    *, client, user, scope: str, sid: str = "", auth_time: int | None = None, jkt: str = ""
+) -> AccessToken:
     """Sign an access token with the active key. ``sub`` is the person, or the client itself
-    when no person is involved (client credentials, RFC 9068 §2.2)."""
+    when no person is involved (client credentials, RFC 9068 §2.2). ``jkt``: the thumbprint of
+    the DPoP key the token is bound to (RFC 9449 §6.1, ``cnf``)."""
     now = int(time.time())
     lifetime = client.access_token_lifetime
     jti = secrets.token_urlsafe(16)
@@ -56,6 +59,8 @@ def issue(*, client, user, scope: str, sid: str = "", auth_time: int | None = No
         claims["sid"] = sid
     if auth_time:
         claims["auth_time"] = auth_time
+    if jkt:
+        claims["cnf"] = {"jkt": jkt}
     kid, key = keys.signing_key()
     header = {"alg": settings.ACCESS_TOKEN_SIGNING_ALG, "typ": "at+jwt", "kid": kid}
     return AccessToken(
@@ -108,6 +113,13 @@ def verify(value: str, key_set: KeySet | None = None, *, audience: str | None = 
         raise InvalidHeaderValueError("typ")
     claims_registry(settings.ISSUER, audience).validate(token.claims)
     return token.claims
+
+
+def bound_jkt(claims: dict) -> str | None:
+    """The DPoP key thumbprint a token is bound to (RFC 9449 §6.1 ``cnf.jkt``), else None."""
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    return jkt if isinstance(jkt, str) and jkt else None
 
 
 def read(value: str) -> dict | None:

@@ -52,7 +52,7 @@ class ClientForm(forms.ModelForm):
             "allowed_scopes", "consent", "access_token_lifetime", "refresh_token_lifetime",
             "refresh_token_idle_lifetime", "id_token_signed_response_alg", "post_logout_redirect_uris",
             "backchannel_logout_uri", "backchannel_logout_session_required",
-            "require_pushed_authorization_requests", "is_active",
+            "require_pushed_authorization_requests", "dpop_bound_access_tokens", "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):

@@ -55,7 +55,7 @@ def preflight(request: HttpRequest, methods: str) -> HttpResponse:
     if origin and origin in known_origins():
         response["Access-Control-Allow-Origin"] = origin
         response["Access-Control-Allow-Methods"] = methods
-        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, DPoP"
         response["Access-Control-Max-Age"] = "600"
     response["Vary"] = "Origin"
     return response
@@ -73,5 +73,7 @@ def allow_client_origin(request: HttpRequest, response: HttpResponse) -> HttpRes
     client = clients.active_client(client_id)
     if client is not None and origin in client_origins(client):
         response["Access-Control-Allow-Origin"] = origin
+        if response.has_header("DPoP-Nonce"):  # RFC 9449 §8: the page must be able to read it
+            response["Access-Control-Expose-Headers"] = "DPoP-Nonce"
     response["Vary"] = "Origin"
     return response

@@ -135,6 +135,14 @@ class Client(models.Model):
         help_text="Accept authorization requests from this client only through the pushed "
         "authorization request endpoint (/par, RFC 9126 §6).",
     )
+    # --- DPoP (RFC 9449) ---
+    # db_default on the DPoP columns: rows inserted by raw SQL (bench/, jobs) need not name them.
+    dpop_bound_access_tokens = models.BooleanField(
+        "DPoP-bound access tokens",
+        default=False,
+        db_default=False,
+        help_text="RFC 9449 §5.2: every token request of this client must carry a DPoP proof.",
+    )
     metadata = models.JSONField(
         default=dict,
         blank=True,
@@ -331,6 +339,13 @@ class AuthorizationCode(models.Model):
     code_challenge_method = models.CharField(max_length=10, blank=True)
     auth_time = models.DateTimeField(null=True)
     amr = models.JSONField(default=list, blank=True)
+    dpop_jkt = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="RFC 9449 §10: the thumbprint of the key the exchange's DPoP proof must use.",
+    )
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
@@ -522,6 +537,13 @@ class RefreshToken(models.Model):
     revoke_reason = models.CharField(max_length=32, choices=Reason.choices, blank=True)
     access_jti = models.CharField(max_length=64, blank=True)
     access_expires = models.DateTimeField(null=True, blank=True)
+    dpop_jkt = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="RFC 9449 §5: bound to this DPoP key (public clients); empty if not bound.",
+    )
 
     objects = ExpiringQuerySet.as_manager()
 

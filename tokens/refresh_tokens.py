@@ -34,11 +34,13 @@ def store_refresh_token(
     access: AccessToken | None,
     parent: RefreshToken | None = None,
     code: AuthorizationCode | None = None,
+    dpop_jkt: str = "",
 ) -> RefreshToken:
     """Keep the digest of a new refresh token: the first of a family, or the child of ``parent``.
 
     Tokens without ``offline_access`` are bound to the browser session that approved them and
-    die with it (``sid``); the idle expiry never passes the family's absolute one.
+    die with it (``sid``); the idle expiry never passes the family's absolute one. ``dpop_jkt``:
+    the DPoP key a public client's token is bound to (RFC 9449 §5).
     """
     now = timezone.now()
     if parent is not None:
@@ -62,6 +64,7 @@ def store_refresh_token(
         family_expires=family_expires,
         access_jti=access.jti if access else "",
         access_expires=access.expires_at if access else None,
+        dpop_jkt=dpop_jkt,
     )
     return token_store.insert(row)
 

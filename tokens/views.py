@@ -33,7 +33,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from accounts.sessions import AUTH_TIME_KEY
-from tokens import consent, cors, keys, pushed_requests
+from tokens import consent, cors, dpop, keys, pushed_requests
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth import required
 from tokens.oauth.oidc import OidcParameters, read_oidc_parameters
@@ -154,6 +154,8 @@ def token(request: HttpRequest) -> HttpResponse:
         # buys, or not at all.
         with transaction.atomic():
             response = get_server().create_token_response(request)
+    if settings.DPOP_NONCE and "HTTP_DPOP" in request.META:
+        response["DPoP-Nonce"] = dpop.current_nonce()  # RFC 9449 §8.2: the next one to use
     return cors.allow_client_origin(request, response)
 
 

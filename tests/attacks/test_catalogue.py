@@ -32,7 +32,7 @@ from django.core.mail.backends.locmem import EmailBackend as LocmemEmailBackend
 from django.test import Client as Browser
 from joserfc import jwt
 from joserfc.errors import InvalidClaimError
-from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
 from accounts.models import SecurityEvent, User, UserSession
 from accounts.sessions import SessionStore
@@ -55,6 +55,7 @@ from tests.tokens.conftest import (
     refresh,
     token_request,
 )
+from tests.tokens.dpop_client import Holder
 from tests.tokens.test_logout import CONFIRM, END_SESSION, ORIGIN, signed_in
 from tests.tokens.test_oidc_core import code_flow, userinfo
 from tokens.clients import create_client
@@ -1503,3 +1504,138 @@ def test_plain_http_claiming_https_through_a_header_fails(confidential):
         **confidential.basic(),
     )
     assert_oauth_error(response, "insecure_transport")
+
+
+# === §4.10.1 sender-constrained tokens: DPoP (RFC 9449) =========================================
+def _dpop_tokens(logged_in_client, public, holder: Holder) -> dict:
+    """A public client's code flow with DPoP: an access and a refresh token bound to its key."""
+    code, verifier = get_code(logged_in_client, public, scope="openid profile")
+    response = token_request(
+        public,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": public.client.redirect_uris[0],
+            "code_verifier": verifier,
+        },
+        auth="none",
+        HTTP_DPOP=holder.proof(),
+    )
+    assert response.status_code == 200 and response.json()["token_type"] == "DPoP"
+    return response.json()
+
+
+def _dpop_userinfo(token: str, proof: str | None, scheme: str = "DPoP"):
+    headers = {"HTTP_AUTHORIZATION": f"{scheme} {token}"}
+    if proof is not None:
+        headers["HTTP_DPOP"] = proof
+    return Browser().get("/userinfo", secure=True, **headers)
+
+
+USERINFO = f"{settings.ISSUER}/userinfo"
+STOLEN_TOKEN_USES = {
+    # RFC 9449 §7.2: presented as a bearer token, as a DPoP-unaware API would take it.
+    "as-bearer": lambda token, thief, owner: _dpop_userinfo(token, None, "Bearer"),
+    # §11.1: the thief's own key signs a fresh proof; the token names the owner's key.
+    "thiefs-own-key": lambda token, thief, owner: _dpop_userinfo(
+        token, thief.proof("GET", USERINFO, access_token=token)
+    ),
+    # §11.1: a proof captured from the owner's earlier request, replayed.
+    "replayed-proof": lambda token, thief, owner: (
+        _dpop_userinfo(token, proof := owner.proof("GET", USERINFO, access_token=token)),
+        _dpop_userinfo(token, proof),
+    )[1],
+    # §11.1: a proof the owner made for another token (ath) or endpoint (htu/htm).
+    "proof-for-another-token": lambda token, thief, owner: _dpop_userinfo(
+        token, owner.proof("GET", USERINFO, access_token="another-token")
+    ),
+    "proof-for-another-endpoint": lambda token, thief, owner: _dpop_userinfo(
+        token, owner.proof("POST", f"{settings.ISSUER}/token", access_token=token)
+    ),
+    # §11.2: proofs signed in advance for later (a future iat).
+    "precomputed-proof": lambda token, thief, owner: _dpop_userinfo(
+        token,
+        owner.proof("GET", USERINFO, access_token=token, claims={"iat": int(time.time()) + 3600}),
+    ),
+}
+
+
+@pytest.mark.parametrize("use", STOLEN_TOKEN_USES)
+def test_stolen_dpop_bound_access_token_fails(logged_in_client, public, use):
+    """§4.10.1 / RFC 9449 §7: a DPoP-bound access token is no use without its private key."""
+    # Given a DPoP-bound access token that an attacker has copied
+    owner, thief = Holder(), Holder()
+    token = _dpop_tokens(logged_in_client, public, owner)["access_token"]
+    # When the attacker presents it
+    response = STOLEN_TOKEN_USES[use](token, thief, owner)
+    # Then 401 with a DPoP challenge, and no claims
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("DPoP ")
+    assert "sub" not in response.json()
+
+
+def test_stolen_dpop_bound_refresh_token_fails(logged_in_client, public):
+    """§4.14.2 / RFC 9449 §5: a public client's refresh token is bound to its DPoP key; the
+    thief's refresh is refused, without a proof or with its own key, and the token survives."""
+    owner, thief = Holder(), Holder()
+    stolen = _dpop_tokens(logged_in_client, public, owner)["refresh_token"]
+    data = {"grant_type": "refresh_token", "refresh_token": stolen}
+    assert_oauth_error(token_request(public, data, auth="none"), "invalid_grant")
+    assert_oauth_error(
+        token_request(public, data, auth="none", HTTP_DPOP=thief.proof()), "invalid_grant"
+    )
+    # The owner's next refresh still works: the thief burnt nothing.
+    assert token_request(public, data, auth="none", HTTP_DPOP=owner.proof()).status_code == 200
+
+
+def test_code_injection_into_a_dpop_bound_flow_fails(logged_in_client, public):
+    """§4.5 code injection, with RFC 9449 §10: a code bound (dpop_jkt) to the client's key is
+    refused to anyone proving another key, so a stolen code cannot buy tokens."""
+    owner, thief = Holder(), Holder()
+    code, verifier = get_code(
+        logged_in_client, public, scope="openid profile", dpop_jkt=owner.thumbprint
+    )
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": public.client.redirect_uris[0],
+        "code_verifier": verifier,
+    }
+    stolen = token_request(public, data, auth="none", HTTP_DPOP=thief.proof())
+    assert_oauth_error(stolen, "invalid_grant")
+
+
+DPOP_KEY_CONFUSIONS = {
+    "alg-none": lambda h: (
+        ".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+            for part in (
+                {"typ": "dpop+jwt", "alg": "none", "jwk": h.public_jwk},
+                {
+                    "jti": "j",
+                    "htm": "POST",
+                    "htu": f"{settings.ISSUER}/token",
+                    "iat": int(time.time()),
+                },
+            )
+        )
+        + "."
+    ),
+    # RFC 8725 §2.1: the public jwk, serialised, used as an HMAC secret.
+    "hs256-keyed-with-the-jwk": lambda h: h.proof(
+        header={"alg": "HS256"},
+        signer=OctKey.import_key(json.dumps(h.public_jwk).encode()),
+    ),
+    "private-key-in-the-jwk": lambda h: h.proof(header={"jwk": h.key.as_dict(private=True)}),
+    "jwk-of-another-key": lambda h: h.proof(header={"jwk": Holder().public_jwk}),
+}
+
+
+@pytest.mark.parametrize("confusion", DPOP_KEY_CONFUSIONS)
+def test_dpop_proof_key_confusion_fails(confidential, confusion):
+    """RFC 9449 §4.3 steps 5-7 and RFC 8725 §2.1: asymmetric algorithms only, a public key only,
+    and a signature by that key; anything else is invalid_dpop_proof and no token."""
+    proof = DPOP_KEY_CONFUSIONS[confusion](Holder())
+    response = token_request(confidential, {"grant_type": "client_credentials"}, HTTP_DPOP=proof)
+    body = assert_oauth_error(response, "invalid_dpop_proof")
+    assert "access_token" not in body

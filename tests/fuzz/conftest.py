@@ -14,6 +14,7 @@ from tests.factories import PASSWORD, UserFactory
 from tests.fuzz import findings, harness  # noqa: F401 - findings registers itself
 from tests.fuzz.strategies import FORM, authorization_values, basic
 from tests.tokens.conftest import Registered, authorize_url, get_code, pkce_pair
+from tests.tokens.dpop_client import Holder
 from tokens.clients import create_client, create_initial_access_token
 from tokens.models import Client
 
@@ -60,6 +61,10 @@ class World:
     authorizations: list[str] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)
     authorize_queries: list[list[tuple[str, str]]] = field(default_factory=list)
+    # DPoP (RFC 9449): proofs for /token and for /userinfo, and DPoP Authorization values.
+    token_proofs: list[str] = field(default_factory=list)
+    userinfo_proofs: list[str] = field(default_factory=list)
+    dpop_authorizations: list[str] = field(default_factory=list)
     registration: str = ""  # an initial access token with uses to spare
 
     def sign_in_again(self) -> None:
@@ -238,7 +243,46 @@ def world(db) -> World:
     values["device_code"] = device_codes
     values["user_code"] = ["BCDF-GHJK", "bcdfghjk"]
     world.registration = create_initial_access_token(uses=100_000)
+    _add_dpop(world, access_tokens)
     return world
+
+
+def _add_dpop(world: World, access_tokens: list[str]) -> None:
+    """Proofs signed now (valid for DPOP_IAT_WINDOW, single use), a DPoP-bound token, and
+    proofs that are wrong in one way each (key, binding, ath, htu, htm, typ)."""
+    holder, stranger = Holder(), Holder()
+    bound = world.anonymous.post(
+        "/token",
+        urlencode({"grant_type": "client_credentials", "scope": "openid profile"}),
+        content_type="application/x-www-form-urlencoded",
+        secure=True,
+        HTTP_DPOP=holder.proof(),
+        **world.confidential.basic(),
+    ).json()["access_token"]
+    world.dpop_authorizations = [f"DPoP {bound}"] * 10 + [
+        f"DPoP {access_tokens[0]}",  # not bound
+        "DPoP",
+        "DPoP ",
+        "dpop x",
+        f"Bearer {bound}",  # bound, as Bearer (RFC 9449 §7.2)
+    ]
+    world.token_proofs = [holder.proof() for _ in range(20)] + [
+        stranger.proof(htm="GET"),
+        stranger.proof(htu="https://auth.example.test/userinfo"),
+        stranger.proof(header={"typ": "JWT"}),
+        stranger.proof(header={"jwk": stranger.key.as_dict(private=True)}),
+        stranger.proof(signer=holder.key),
+    ]
+    userinfo = "https://auth.example.test/userinfo"
+    world.userinfo_proofs = [
+        holder.proof(method, userinfo, access_token=bound)
+        for method in ("GET", "POST")
+        for _ in range(10)
+    ] + [
+        stranger.proof("GET", userinfo, access_token=bound),
+        holder.proof("GET", userinfo, access_token=access_tokens[0]),
+        holder.proof("GET", userinfo),
+    ]
 
 
 def _pairs(url: str) -> list[tuple[str, str]]:

@@ -297,17 +297,44 @@ _ODD_HEADER_VALUES = st.sampled_from(
 _TENTHS = st.integers(0, 9)
 
 
-def headers(authorizations: list[str], origins: list[str]) -> st.SearchStrategy[dict[str, str]]:
-    """WSGI environ headers: Authorization (eight times in ten), now and then an Origin and an
-    odd extra header (values are latin-1 text, as WSGI servers pass them)."""
+def dpop_values(proofs: list[str]) -> list[str]:
+    """DPoP header values (RFC 9449 §4): real proofs (used up after their first request, then
+    replays), and every way of getting one wrong that is not about its signature."""
+    header = base64.urlsafe_b64encode(b'{"typ":"dpop+jwt","alg":"ES256"}').rstrip(b"=").decode()
+    return [
+        *proofs,
+        "",
+        " ",
+        ",",
+        "a.b.c",
+        "a.b",
+        f"{proofs[0]},{proofs[0]}" if proofs else "x,y",
+        f"{header}.e30.",
+        f"{header}.{'A' * 5_000}.x",
+        "eyJhbGciOiJub25lIn0.e30.",
+        "é.é.é",
+        "\x00",
+        "x" * 70_000,
+    ]
+
+
+def headers(
+    authorizations: list[str], origins: list[str], proofs: list[str] | None = None
+) -> st.SearchStrategy[dict[str, str]]:
+    """WSGI environ headers: Authorization (eight times in ten), a DPoP proof (three in ten,
+    when ``proofs`` is given), now and then an Origin and an odd extra header (values are
+    latin-1 text, as WSGI servers pass them)."""
     authorization = st.sampled_from(authorizations)
     origin = st.sampled_from([*origins, "null", "https://evil.example"])
+    proof = st.sampled_from(dpop_values(proofs)) if proofs is not None else None
 
     @st.composite
     def build(draw) -> dict[str, str]:
         result: dict[str, str] = {}
         if draw(_TENTHS) < 8:
             result["HTTP_AUTHORIZATION"] = draw(authorization)
+        if proof is not None and draw(_TENTHS) < 3:
+            result["HTTP_DPOP"] = draw(proof)
         if draw(_TENTHS) == 0:
             result["HTTP_ORIGIN"] = draw(origin)
         if draw(_TENTHS) == 0:

@@ -129,7 +129,10 @@ def test_token_endpoint(world, budget):
         [],
     ]  # fmt: skip
     strategy = requests(
-        "/token", PROTOCOL_METHODS, mutated(bases, v), headers(w.authorizations, w.origins)
+        "/token",
+        PROTOCOL_METHODS,
+        mutated(bases, v),
+        headers(w.authorizations, w.origins, w.token_proofs),
     )
     _run("token", budget, strategy, lambda sent: send("token", w.anonymous, sent))
 
@@ -227,7 +230,7 @@ def test_userinfo_endpoint(world, budget):
         "/userinfo",
         methods,
         mutated(bases, v, max_mutations=2),
-        headers(w.authorizations, w.origins),
+        headers(w.authorizations + w.dpop_authorizations, w.origins, w.userinfo_proofs),
     )
     _run("userinfo", budget, strategy, lambda sent: send("userinfo", w.anonymous, sent))
 

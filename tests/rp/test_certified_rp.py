@@ -23,6 +23,7 @@ http://127.0.0.1 is the proof that it keeps and sends them there (W3C Secure Con
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -56,7 +57,7 @@ from accounts.models import UserSession
 from tests.e2e.conftest import DESKTOP_CHROME, browser  # noqa: F401 - the fixture, shared
 from tests.factories import PASSWORD, UserFactory
 from tokens.clients import create_initial_access_token
-from tokens.models import BackchannelLogout, Client
+from tokens.models import BackchannelLogout, Client, RefreshToken
 
 ROOT = Path(__file__).resolve().parents[2]
 RP_DIR = Path(__file__).resolve().parent
@@ -479,10 +480,10 @@ class NodeRelyingParty:
     """tests/rp/openid_client_rp.mjs, spoken to in JSON lines. A thread reads its stdout into a
     queue: select() on the pipe would miss lines already read into the file object's buffer."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, script: str = "openid_client_rp.mjs"):
         self.log = log
         self.process = subprocess.Popen(
-            [NODE, str(RP_DIR / "openid_client_rp.mjs")],
+            [NODE, str(RP_DIR / script)],
             cwd=RP_DIR, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"),
         )  # fmt: skip
@@ -530,7 +531,7 @@ def node_rp(production, rp_site, tmp_path) -> Iterator:
         )
     started: list[NodeRelyingParty] = []
 
-    def start(initial_access_token: str) -> NodeRelyingParty:
+    def start(initial_access_token: str, script: str = "openid_client_rp.mjs") -> NodeRelyingParty:
         env = {
             "PATH": os.environ["PATH"],
             "ISSUER": production.issuer,
@@ -539,7 +540,7 @@ def node_rp(production, rp_site, tmp_path) -> Iterator:
             "POST_LOGOUT_REDIRECT_URI": rp_site.post_logout_redirect_uri,
             "BACKCHANNEL_LOGOUT_URI": rp_site.backchannel_logout_uri,
         }
-        started.append(NodeRelyingParty(env, tmp_path / "node.log"))
+        started.append(NodeRelyingParty(env, tmp_path / "node.log", script))
         return started[-1]
 
     yield start
@@ -592,3 +593,43 @@ def test_openid_client_discovery_registration_code_pkce_refresh_userinfo_introsp
     logout_token_arrives(rp_site, metadata, registered["client_id"], claims["sid"])
     session.refresh_from_db()
     assert session.revoked_at is not None
+
+
+def test_openid_client_dpop_code_with_dpop_jkt_refresh_and_userinfo(
+    production, rp_site, page, node_rp
+):
+    """RFC 9449 with an RP library that implements it (openid-client / oauth4webapi): a public
+    client with dpop_bound_access_tokens; code + PKCE with dpop_jkt (§10); DPoP-bound tokens
+    (§5); a refresh with the same key (the refresh token is bound, §5); userinfo with
+    Authorization: DPoP (§7); a refresh without a proof refused."""
+    user = UserFactory()
+    rp = node_rp(
+        create_initial_access_token(note="openid-client DPoP run"), "openid_client_dpop.mjs"
+    )
+    registered = rp.next("registered")
+    client = Client.objects.get(client_id=registered["client_id"])
+    assert client.is_public and client.dpop_bound_access_tokens
+
+    authorize = rp.next("authorize")["url"]
+    assert f"dpop_jkt={registered['jkt']}" in authorize
+    callback = signs_in_and_consents(page, rp_site, authorize, user, "openid-client DPoP SPA")
+    rp.answer(callback=callback)
+
+    tokens = rp.next("tokens")
+    assert tokens["token_type"].lower() == "dpop" and tokens["sub"] == str(user.pk)  # (lowered)
+    payload = tokens["access_token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["cnf"] == {"jkt": registered["jkt"]}
+
+    userinfo = rp.next("userinfo")
+    assert userinfo["userinfo"]["sub"] == str(user.pk)
+    # The bound token, stolen and sent as a bearer token, gets nothing (§7.2).
+    stolen = requests.get(
+        f"{production.issuer}/userinfo",
+        headers={"Authorization": f"Bearer {userinfo['access_token']}"},
+        timeout=10,
+    )
+    assert stolen.status_code == 401 and stolen.headers["WWW-Authenticate"].startswith("DPoP ")
+    assert rp.next("done")["refresh_without_the_key"] == "invalid_dpop_proof"  # §5.2
+    assert rp.close() == 0
+    assert RefreshToken.objects.filter(client=client, dpop_jkt=registered["jkt"]).count() == 2

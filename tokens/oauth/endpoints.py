@@ -103,11 +103,16 @@ class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
                 "sid",
                 "auth_time",
             )
-            return {
+            introspected = {
                 "active": True,
                 "token_type": "Bearer",
                 **{k: claims[k] for k in fields if k in claims},
             }
+            if jkt := access_tokens.bound_jkt(claims):
+                # RFC 9449 §6.2: the resource server checks the proof's key against cnf.jkt.
+                introspected["token_type"] = "DPoP"
+                introspected["cnf"] = {"jkt": jkt}
+            return introspected
         if not refresh_tokens.refresh_token_is_live(token):
             return {"active": False}
         return {

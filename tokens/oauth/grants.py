@@ -3,9 +3,13 @@ tokens/codes.py and tokens/refresh_tokens.py."""
 
 from __future__ import annotations
 
+import hmac
+import logging
+import re
 import secrets
 from datetime import UTC, datetime
 
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
     AccessDeniedError,
@@ -24,10 +28,77 @@ from authlib.oauth2.rfc8628.errors import (
 
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
-from tokens import access_tokens, codes, device_codes, refresh_tokens
+from tokens import access_tokens, codes, device_codes, dpop, refresh_tokens
 from tokens.oauth.registration import error_text
 
+logger = logging.getLogger(__name__)
+
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
+JKT = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 (RFC 7638)
+
+
+class InvalidDpopProofError(OAuth2Error):
+    """RFC 9449 §5: the token request's DPoP proof is wrong, or missing where it is required."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDpopNonceError(InvalidDpopProofError):
+    """RFC 9449 §8: a fresh server nonce is required; the answer carries the one to use."""
+
+    error = "use_dpop_nonce"
+
+    def get_headers(self):
+        return [*super().get_headers(), ("DPoP-Nonce", dpop.current_nonce())]
+
+
+class DpopUnavailableError(OAuth2Error):
+    """The replay cache cannot be reached: no proof is accepted unchecked (fail closed)."""
+
+    error = "temporarily_unavailable"
+    description = "DPoP proofs cannot be checked right now; try again."
+    status_code = 503
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", "5")]
+
+
+def check_dpop_proof(request):
+    """RFC 9449 §4.3 at the token endpoint: the request's checked proof, or None without a
+    ``DPoP`` header (no other work then). Run once the client is authenticated, so missing
+    parameters and bad credentials are answered first, and junk costs no cache write."""
+    value = request.django_request.META.get("HTTP_DPOP")
+    if value is None:
+        return None
+    try:
+        return dpop.check_proof(
+            value,
+            method=request.django_request.method,
+            url=dpop.endpoint_url(request.django_request.path),
+        )
+    except dpop.NonceRequired as error:
+        raise UseDpopNonceError(error.description) from None
+    except dpop.ProofError as error:
+        raise InvalidDpopProofError(error.description) from None
+    except dpop.ReplayCacheUnavailable:
+        logger.error("DPoP proof refused: the replay cache cannot be reached")
+        raise DpopUnavailableError() from None
+
+
+def dpop_proof(request):
+    """The checked DPoP proof of this token request, or None."""
+    return request.dpop
+
+
+def requested_jkt(request) -> str:
+    """RFC 9449 §10: the DPoP key the authorization request asked its code to be bound to.
+    The one place that reads it: a pushed authorization request (RFC 9126, §10.1) that carried
+    a DPoP header would supply its proof's thumbprint here."""
+    return request.payload.data.get("dpop_jkt") or ""
+
+
+def same_key(jkt: str, proof) -> bool:
+    return proof is not None and hmac.compare_digest(jkt.encode(), proof.jkt.encode())
 
 
 class IssuesTokens:
@@ -42,13 +113,20 @@ class IssuesTokens:
         self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True
     ):
         sid, auth_time = self.token_context()
+        proof = dpop_proof(self.request)
         access = access_tokens.issue(
-            client=self.request.client, user=user, scope=scope or "", sid=sid, auth_time=auth_time
+            client=self.request.client,
+            user=user,
+            scope=scope or "",
+            sid=sid,
+            auth_time=auth_time,
+            jkt=proof.jkt if proof is not None else "",
         )
         self.request.issued_access = access
         TOKENS_ISSUED.labels(self.GRANT_TYPE).inc()
         token = {
-            "token_type": "Bearer",
+            # RFC 9449 §5: a DPoP-bound token says so.
+            "token_type": "DPoP" if proof is not None else "Bearer",
             "access_token": access.value,
             "expires_in": access.expires_in,
         }
@@ -57,6 +135,15 @@ class IssuesTokens:
         if include_refresh_token:
             token["refresh_token"] = secrets.token_urlsafe(32)
         return token
+
+    def authenticate_token_endpoint_client(self):
+        client = super().authenticate_token_endpoint_client()
+        self.request.dpop = check_dpop_proof(self.request)
+        if client.dpop_bound_access_tokens and self.request.dpop is None:
+            # RFC 9449 §5.2: such a client's token requests without a DPoP header are refused,
+            # before any code or refresh token is looked at (none is used up).
+            raise InvalidDpopProofError("This client must send a DPoP proof with every request.")
+        return client
 
     def validate_requested_scope(self):
         check_requested_scope(self.request, self.server.scopes_supported)
@@ -96,7 +183,19 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
             code_challenge=data.get("code_challenge") or "",
             code_challenge_method=data.get("code_challenge_method") or "",
             amr=session.get(AMR_KEY, []),
+            dpop_jkt=requested_jkt(request),
         )
+
+    def validate_authorization_request(self):
+        redirect_uri = super().validate_authorization_request()
+        jkt = requested_jkt(self.request)
+        if jkt and not JKT.fullmatch(jkt):
+            raise InvalidRequestError(
+                "'dpop_jkt' must be a base64url SHA-256 JWK thumbprint (RFC 9449, section 10).",
+                state=self.request.payload.state,
+                redirect_uri=redirect_uri,
+            )
+        return redirect_uri
 
     def query_authorization_code(self, code: str, client):
         row = codes.find_code_for_exchange(code, client, request=self.request.django_request)
@@ -104,6 +203,14 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
             # RFC 6749 §4.1.3: REQUIRED when the authorization request had one. Absent is a
             # missing parameter (§5.2 invalid_request); Authlib would call it a wrong one.
             raise InvalidRequestError("Missing 'redirect_uri' in request.")
+        if (
+            row is not None
+            and row.dpop_jkt
+            and not same_key(row.dpop_jkt, dpop_proof(self.request))
+        ):
+            # RFC 9449 §10: the proof's key must be the one the authorization request named.
+            # The code is not used up: its rightful holder may still redeem it.
+            raise InvalidGrantError("The DPoP proof's key is not the one named by 'dpop_jkt'.")
         return row
 
     def delete_authorization_code(self, authorization_code) -> None:
@@ -129,6 +236,10 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
         )
         if row is None:
             return None
+        if row.dpop_jkt and not same_key(row.dpop_jkt, dpop_proof(self.request)):
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key, and every
+            # use needs a proof with that key. Checked before the token is used up.
+            raise InvalidGrantError("The refresh token is bound to another DPoP key.")
         # Check the scope before using the token up: a request that would fail must not burn it.
         self._validate_token_scope(row)
         if not refresh_tokens.rotate(row):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 
-from tokens import scopes
+from tokens import dpop, scopes
 from tokens.models import Client
 from tokens.oauth.oidc import ID_TOKEN_ALGORITHMS, SCOPE_CLAIMS
 
@@ -43,6 +43,7 @@ def provider_metadata() -> dict:
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS[:2],
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": dpop.ALGORITHMS,  # RFC 9449 §5.1
         "claims_supported": sorted(
             {
                 "sub",

@@ -55,12 +55,19 @@ class PushedAuthorizationClaims(BaseClaims):
     REGISTERED_CLAIMS = ["require_pushed_authorization_requests"]
 
 
+class DpopClaims(BaseClaims):
+    """RFC 9449 §5.2."""
+
+    REGISTERED_CLAIMS = ["dpop_bound_access_tokens"]
+
+
 CLAIMS = [
     RegistrationClaims,
     OidcClientMetadataClaims,
     LogoutClientMetadataClaims,
     BackchannelLogoutClaims,
     PushedAuthorizationClaims,
+    DpopClaims,
 ]
 STRINGS = (
     "client_name", "scope", "token_endpoint_auth_method", "client_uri", "logo_uri", "tos_uri",
@@ -98,7 +105,11 @@ def check_metadata(data: dict) -> None:
         raise InvalidClientMetadataError(error_text(str(scopes.UnknownScopes(unknown))[:300]))
     if "jwks" in data:  # not supported; Authlib's own check chokes on a jwks that is not an object
         raise InvalidClientMetadataError("Not supported here: jwks.")
-    for name in ("backchannel_logout_session_required", "require_pushed_authorization_requests"):
+    for name in (
+        "backchannel_logout_session_required",
+        "require_pushed_authorization_requests",
+        "dpop_bound_access_tokens",
+    ):
         flag = data.get(name)
         if flag is not None and not isinstance(flag, bool):
             raise InvalidClientMetadataError(f"{name} must be a boolean.")
@@ -175,6 +186,7 @@ def client_fields(metadata: dict) -> dict:
             "require_pushed_authorization_requests"
         )
         is True,
+        "dpop_bound_access_tokens": metadata.get("dpop_bound_access_tokens") is True,
         # Registered clients always ask for consent: nobody vouched for them.
         "consent": Client.Consent.REMEMBER,
         "metadata": {name: metadata[name] for name in KEPT_AS_IS if name in metadata},
@@ -215,6 +227,7 @@ def describe(client: Client) -> dict:
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
         "subject_type": "public",
         "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         **client.metadata,
     }
     if client.backchannel_logout_uri:

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import urllib.request
+from urllib.parse import urlsplit
 
 from authlib.integrations.django_oauth2 import ResourceProtector
 from authlib.oauth2 import OAuth2Error
@@ -34,11 +35,12 @@ from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 
 from accounts.models import User
-from tokens import access_tokens
+from tokens import access_tokens, dpop
 
 logger = logging.getLogger(__name__)
 
 REALM = "api"
+DPOP_ALGS = " ".join(dpop.ALGORITHMS)  # RFC 9449 §7.1: the algs a DPoP challenge names
 JWKS_MAX_AGE = 300  # seconds a fetched JWKS is used before it is fetched again
 JWKS_RETRY_AFTER = 30  # after a failed fetch, seconds before the next try (stale keys meanwhile)
 JWKS_MAX_BYTES = 1_048_576
@@ -62,26 +64,50 @@ class KeysUnavailableError(OAuth2Error):
     status_code = 503
 
 
+class InvalidDpopProofError(OAuth2Error):
+    """RFC 9449 §7.1: the request's DPoP proof is missing or wrong (401, a DPoP challenge)."""
+
+    error = "invalid_dpop_proof"
+    status_code = 401
+
+
+class UseDpopNonceError(InvalidDpopProofError):
+    """RFC 9449 §9: a fresh server nonce is required; the answer carries one."""
+
+    error = "use_dpop_nonce"
+
+
+class ReplayCacheUnavailableError(OAuth2Error):
+    error = "temporarily_unavailable"
+    description = "DPoP proofs cannot be checked right now."
+    status_code = 503
+
+
 def _without_a_token(error: OAuth2Error) -> bool:
     # No Authorization header, or not a Bearer one: RFC 6750 §3.1 wants no error code then.
     return isinstance(error, MissingAuthorizationError | UnsupportedTokenTypeError)
 
 
 def challenge(error: OAuth2Error | None = None) -> str:
-    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3)."""
-    parts = [f'Bearer realm="{REALM}"']
-    if error is not None and not _without_a_token(error):
-        parts.append(f'error="{error.error}"')
-        if error.description:
-            parts.append(f'error_description="{error.description}"')
-        if getattr(error, "scope", ""):
-            parts.append(f'scope="{error.scope}"')
+    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3, RFC 9449 §7.1). Without a
+    token both schemes are offered; an error about a DPoP request (or a DPoP-bound token sent
+    as Bearer, §7.2) is a DPoP challenge with the algorithms we accept."""
+    if error is None or _without_a_token(error):
+        return f'Bearer realm="{REALM}", DPoP realm="{REALM}", algs="{DPOP_ALGS}"'
+    dpop_scheme = getattr(error, "dpop_scheme", False)
+    parts = [f'{"DPoP" if dpop_scheme else "Bearer"} realm="{REALM}"', f'error="{error.error}"']
+    if error.description:
+        parts.append(f'error_description="{error.description}"')
+    if getattr(error, "scope", ""):
+        parts.append(f'scope="{error.scope}"')
+    if dpop_scheme:
+        parts.append(f'algs="{DPOP_ALGS}"')
     return ", ".join(parts)
 
 
 def error_response(error: OAuth2Error) -> JsonResponse:
-    """RFC 6750 §3.1: 401 with a Bearer challenge, 403 for a missing scope, never cached; 503
-    with ``Retry-After`` when the keys cannot be had."""
+    """RFC 6750 §3.1: 401 with a Bearer (or DPoP) challenge, 403 for a missing scope, never
+    cached; 503 with ``Retry-After`` when the keys or the replay cache cannot be had."""
     if _without_a_token(error):
         body, status = {"error": "invalid_request"}, 401
     else:
@@ -93,6 +119,10 @@ def error_response(error: OAuth2Error) -> JsonResponse:
         response["Retry-After"] = str(JWKS_RETRY_AFTER)
     else:
         response["WWW-Authenticate"] = challenge(error)
+    if isinstance(error, UseDpopNonceError) or (
+        settings.DPOP_NONCE and getattr(error, "dpop_scheme", False)
+    ):
+        response["DPoP-Nonce"] = dpop.current_nonce()  # RFC 9449 §9
     response["Cache-Control"] = "no-store"
     return response
 
@@ -181,14 +211,68 @@ class AccessTokenValidator(JWTBearerTokenValidator):
             ) from None
 
     def validate_token(self, token: dict, scopes, request, **kwargs) -> None:
+        if access_tokens.bound_jkt(token) is not None:
+            # RFC 9449 §7.2: a DPoP-bound token is worthless without its proof; as Bearer it
+            # would be a bearer token again.
+            error = InvalidTokenError("This access token is DPoP-bound: use DPoP.", realm=REALM)
+            error.dpop_scheme = True
+            raise error
+        self.validate_live_and_scoped(token, scopes)
+
+    def validate_live_and_scoped(self, token: dict, scopes) -> None:
         if not settings.RESOURCE_SERVER_JWKS_URL and not access_tokens.access_token_is_live(token):
             raise InvalidTokenError("The access token has been revoked.", realm=REALM)
         if self.scope_insufficient(token.get("scope"), scopes):
             raise MissingScopeError(" ".join(scopes))
 
 
+class DpopAccessTokenValidator(AccessTokenValidator):
+    """``Authorization: DPoP <token>`` (RFC 9449 §7): a DPoP-bound access token with a proof
+    for this very request, signed by the token's key (§4.3 steps 1-12 in tokens/dpop.py, and
+    the ``cnf.jkt`` match here). Every error it raises answers with a DPoP challenge."""
+
+    TOKEN_TYPE = "dpop"
+
+    def authenticate_token(self, token_string: str) -> dict:
+        return _as_dpop(super().authenticate_token, token_string)
+
+    def validate_token(self, token: dict, scopes, request, **kwargs) -> None:
+        _as_dpop(self._validate, token, scopes, request)
+
+    def _validate(self, token: dict, scopes, request) -> None:
+        jkt = access_tokens.bound_jkt(token)
+        if jkt is None:
+            raise InvalidTokenError("This access token is not DPoP-bound: use Bearer.", realm=REALM)
+        token_string = request.headers["Authorization"].split(None, 1)[1]
+        try:
+            proof = dpop.check_proof(
+                request.headers.get("DPoP"),
+                method=request.method,
+                url=(settings.RESOURCE_SERVER_URL or settings.ISSUER) + urlsplit(request.uri).path,
+                access_token=token_string,
+            )
+        except dpop.NonceRequired as error:
+            raise UseDpopNonceError(error.description) from None
+        except dpop.ProofError as error:
+            raise InvalidDpopProofError(error.description) from None
+        except dpop.ReplayCacheUnavailable:
+            raise ReplayCacheUnavailableError() from None
+        if proof.jkt != jkt:  # public values, no secret to time
+            raise InvalidDpopProofError("The DPoP proof is signed by another key than the token's.")
+        self.validate_live_and_scoped(token, scopes)
+
+
+def _as_dpop(call, *args):
+    try:
+        return call(*args)
+    except OAuth2Error as error:
+        error.dpop_scheme = True
+        raise
+
+
 protector = ResourceProtector()
 protector.register_token_validator(AccessTokenValidator())
+protector.register_token_validator(DpopAccessTokenValidator())
 
 
 def verify(request: HttpRequest, required_scopes: tuple[str, ...] = ()) -> dict:
@@ -243,14 +327,20 @@ class BearerTokenAuthentication(BaseAuthentication):
         except OAuth2Error as error:
             if _without_a_token(error):
                 return None  # not ours: let other authentication classes try
-            if isinstance(error, KeysUnavailableError):
-                raise KeysUnavailable() from None
+            if isinstance(error, KeysUnavailableError | ReplayCacheUnavailableError):
+                raise KeysUnavailable(error.description) from None
+            request._request.oauth_error = error  # for authenticate_header
             raise exceptions.AuthenticationFailed(error.description) from None
         return token_user(claims), claims
 
     def authenticate_header(self, request) -> str:
-        has_bearer = request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer ")
-        return challenge(InvalidTokenError() if has_bearer else None)
+        error = getattr(request._request, "oauth_error", None)
+        if error is None:
+            has_token = (
+                request.META.get("HTTP_AUTHORIZATION", "").lower().startswith(("bearer ", "dpop "))
+            )
+            error = InvalidTokenError() if has_token else None
+        return challenge(error)
 
 
 class HasScope(permissions.BasePermission):

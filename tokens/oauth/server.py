@@ -19,6 +19,7 @@ from tokens.oauth.grants import (
     DeviceCodeGrant,
     RefreshTokenGrant,
     S256CodeChallenge,
+    dpop_proof,
 )
 from tokens.oauth.oidc import OpenIDCode
 from tokens.oauth.pushed import PushedAuthorizationEndpoint
@@ -54,6 +55,7 @@ class OAuth2Request(DjangoOAuth2Request):
         self.issued_access = None
         if getattr(request, "pushed_request", None) is not None:
             self.payload = PushedPayload(request)
+        self.dpop = None  # the checked DPoP proof (RFC 9449), set by the token grants
 
 
 class AuthorizationServer(DjangoAuthorizationServer):
@@ -120,6 +122,11 @@ class AuthorizationServer(DjangoAuthorizationServer):
             access=request.issued_access,
             parent=parent,
             code=code,
+            # RFC 9449 §5: bound to the DPoP key for public clients only; a confidential
+            # client's refresh token is already bound to its credentials.
+            dpop_jkt=proof.jkt
+            if request.client.is_public and (proof := dpop_proof(request))
+            else "",
         )
 
     # Two of Authlib's errors escape the try that turns errors into responses: plain http (other

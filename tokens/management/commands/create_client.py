@@ -36,6 +36,10 @@ class Command(BaseCommand):
             "--require-par", action="store_true", dest="require_par",
             help="Authorization requests only through /par (RFC 9126 §6).",
         )  # fmt: skip
+        parser.add_argument(
+            "--dpop-bound-access-tokens", action="store_true",
+            help="RFC 9449 §5.2: refuse this client's token requests without a DPoP proof.",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -48,6 +52,7 @@ class Command(BaseCommand):
         consent,
         auth_method,
         require_par=False,
+        dpop_bound_access_tokens,
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
@@ -67,6 +72,7 @@ class Command(BaseCommand):
                 grant_types=grant_types,
                 scopes=scopes,
                 consent=consent,
+                dpop_bound_access_tokens=dpop_bound_access_tokens,
                 **extra,
             )
         except ValidationError as error:
@@ -87,6 +93,7 @@ class Command(BaseCommand):
                     "require_pushed_authorization_requests": (
                         client.require_pushed_authorization_requests
                     ),
+                    "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
                 },
                 indent=2,
             )
