@@ -110,16 +110,37 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def authenticate_refresh_token(self, refresh_token: str):
-        row = refresh_tokens.find_refresh_token(
-            refresh_token, self.request.client, request=self.request.django_request
+        request, scope = self.request, self.request.payload.scope
+        found = refresh_tokens.find_refresh_token(
+            refresh_token, request.client, scope=scope, request=request.django_request
         )
-        if row is None:
+        if isinstance(found, refresh_tokens.Resent):
+            request.resent = found.answer  # a retry within the window: the same answer again
+            return found.row
+        if found is None:
             return None
         # Check the scope before using the token up: a request that would fail must not burn it.
-        self._validate_token_scope(row)
-        if not refresh_tokens.rotate(row):
-            return None  # a concurrent refresh with this token won
-        return row
+        self._validate_token_scope(found)
+        if not refresh_tokens.rotate(found):
+            # A concurrent refresh with this token won (and has committed): within the retry
+            # window this request gets the winner's answer; otherwise it loses.
+            request.resent = refresh_tokens.resend(
+                refresh_token, found, request.client, scope=scope
+            )
+            return found if request.resent is not None else None
+        return found
+
+    def save_token(self, token) -> None:
+        pass  # once the answer is final, in create_token_response
+
+    def create_token_response(self):
+        if self.request.resent is not None:
+            return 200, self.request.resent, self.TOKEN_RESPONSE_HEADER
+        # Authlib's response, with its hooks (an ID token) run: the whole answer, which the
+        # successor's row keeps (sealed) for a retry. Still the one INSERT.
+        status, token, headers = super().create_token_response()
+        self.server.save_token(token, self.request)
+        return status, token, headers
 
     def authenticate_user(self, refresh_token):
         return refresh_token.user

@@ -36,6 +36,7 @@ class OAuth2Request(DjangoOAuth2Request):
         super().__init__(request)
         self.django_request = request
         self.issued_access = None
+        self.resent = None  # the answer to a retried refresh (tokens/refresh_tokens.py)
 
 
 class AuthorizationServer(DjangoAuthorizationServer):
@@ -99,6 +100,8 @@ class AuthorizationServer(DjangoAuthorizationServer):
             access=request.issued_access,
             parent=parent,
             code=code,
+            answer=token if parent is not None else None,
+            parent_value=request.form.get("refresh_token") or "",
         )
 
     # Two of Authlib's errors escape the try that turns errors into responses: plain http (other

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import clients
-from tokens.models import Client
+from tokens.models import TOKEN_EXCHANGE_GRANT, Client
 from tokens.scopes import UnknownScopes, client_scopes
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
@@ -32,6 +32,20 @@ class Command(BaseCommand):
             "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
         )
         parser.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"])
+        parser.add_argument(
+            "--refresh-retry-window", type=int, metavar="SECONDS",
+            help="Seconds a rotated refresh token may be retried for the same answer (0: off; "
+            "default: the REFRESH_RETRY_WINDOW setting; never for public clients).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--exchange-audience", action="append", default=[], dest="exchange_audiences",
+            help="Token exchange (RFC 8693): an audience or resource URI this client may get "
+            "tokens for; repeat for several. Also needs --grant-type " + TOKEN_EXCHANGE_GRANT,
+        )  # fmt: skip
+        parser.add_argument(
+            "--exchange-scope", action="append", default=[], dest="exchange_scopes",
+            help="A scope an exchanged token may carry; repeat for several.",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -43,9 +57,17 @@ class Command(BaseCommand):
         scopes,
         consent,
         auth_method,
+        refresh_retry_window=None,
+        exchange_audiences=(),
+        exchange_scopes=(),
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
+        extra.update(
+            refresh_retry_window=refresh_retry_window,
+            token_exchange_audiences=list(exchange_audiences),
+            token_exchange_scopes=list(exchange_scopes),
+        )
         grant_types = grant_types or DEFAULT_GRANT_TYPES
         try:
             # The same rule as dynamic registration and admin (tokens/scopes.py).
@@ -77,6 +99,9 @@ class Command(BaseCommand):
                     "redirect_uris": client.redirect_uris,
                     "grant_types": client.grant_types,
                     "scope": " ".join(client.allowed_scopes),
+                    "refresh_retry_window": client.refresh_retry_window,
+                    "token_exchange_audiences": client.token_exchange_audiences,
+                    "token_exchange_scopes": client.token_exchange_scopes,
                 },
                 indent=2,
             )
