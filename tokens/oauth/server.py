@@ -17,6 +17,7 @@ from tokens.oauth.grants import (
     ClientCredentialsGrant,
     RefreshTokenGrant,
     S256CodeChallenge,
+    TokenExchangeGrant,
 )
 from tokens.oauth.oidc import OpenIDCode
 from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
@@ -148,6 +149,7 @@ def build_server() -> AuthorizationServer:
     )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
+    server.register_grant(TokenExchangeGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
     server.register_endpoint(EndSessionEndpoint)
