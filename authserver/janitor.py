@@ -154,8 +154,9 @@ def make_task(kind: Kind):
             result = purge(kind, batch_size=batch_size, max_batches=max_batches)
         record_job(kind.task_name, seconds=result.seconds, rows=result.deleted)
         logger.info(
-            "%s: deleted %d %s in %.2fs (%d batches, longest statement %.0f ms)%s",
-            kind.task_name, result.deleted, kind.label, result.seconds, result.batches,
+            "%s: %s %d %s in %.2fs (%d batches, longest statement %.0f ms)%s",
+            kind.task_name, "wiped" if kind.wipe else "deleted", result.deleted, kind.label,
+            result.seconds, result.batches,
             result.longest_statement * 1000, "; more remain, re-enqueued" if result.remaining else "",
         )  # fmt: skip
         if result.remaining and run < MAX_RUNS:

@@ -195,18 +195,27 @@ def test_rfc8693_4_1_a_delegated_subject_token_nests_the_prior_actor(service, pe
     }
 
 
-def _token_with_may_act(person_token: str, may_act: dict) -> str:
-    """An access token of ours whose subject says who may act for it (RFC 8693 §4.4)."""
+def _reissued(person_token: str, **kwargs) -> str:
+    """An access token of ours like ``person_token``, with other claims or lifetime."""
     claims = access_tokens.read(person_token)
     client = Client.objects.get(client_id=claims["client_id"])
     person = UserSession.objects.get(sid=claims["sid"]).user
     return access_tokens.issue(
-        client=client,
-        user=person,
-        scope=claims["scope"],
-        sid=claims["sid"],
-        extra_claims={"may_act": may_act},
+        client=client, user=person, scope=claims["scope"], sid=claims["sid"], **kwargs
     ).value
+
+
+def _token_with_may_act(person_token: str, may_act: dict) -> str:
+    """An access token of ours whose subject says who may act for it (RFC 8693 §4.4)."""
+    return _reissued(person_token, extra_claims={"may_act": may_act})
+
+
+def test_an_exchanged_token_never_outlives_its_subject_token(service, person_tokens):
+    """Exchanging again and again must not extend what a stolen token can do."""
+    short_lived = _reissued(person_tokens()["access_token"], lifetime=90)
+    body = token_exchange(service, short_lived).json()
+    assert body["expires_in"] <= 90
+    assert access_tokens.read(body["access_token"])["exp"] <= access_tokens.read(short_lived)["exp"]
 
 
 def test_rfc8693_4_4_may_act_in_the_subject_token_is_honoured(service, person_tokens):

@@ -139,6 +139,13 @@ def granted_scope(client: Client, subject: Party, requested: str | None) -> str:
     return " ".join(dict.fromkeys(asked))
 
 
+def lifetime(client: Client, subject: Party) -> int:
+    """Seconds the new token lives: the client's access-token lifetime, never past the subject
+    token's ``exp``, so exchanging (again and again) never extends what a token can do."""
+    left = int(subject.claims["exp"] - time.time())
+    return max(1, min(client.access_token_lifetime, left))
+
+
 def act_claim(subject: Party, actor: Party | None) -> dict | None:
     """RFC 8693 §4.1: the current actor outermost, prior actors (the subject token's own
     ``act``) nested inside. Without an actor (impersonation) the prior chain is kept as is."""

@@ -217,6 +217,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             sid=sid,
             auth_time=subject.claims.get("auth_time"),
             extra_claims=claims,
+            lifetime=exchange.lifetime(client, subject),
         )
         TOKENS_ISSUED.labels("token_exchange").inc()
         exchange.record_exchange(
