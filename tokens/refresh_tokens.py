@@ -133,7 +133,8 @@ def find_refresh_token(
         return None
     row, session_alive = found
     if row.rotated_at is not None:
-        if row.revoked_at is None and row.client_id == client.pk:
+        retry = row.revoked_at is None and row.client_id == client.pk
+        if retry and session_alive and row.user.is_active:
             if answer := resend(value, row, client, scope=scope, now=now):
                 return Resent(row, answer)
         # A rotated token from another client is a copy too: the family goes all the same.

@@ -84,7 +84,7 @@ RFC6749_TOKEN = {
     "invalid_scope",
 }
 INSECURE = {"insecure_transport"}  # Authlib: plain http to a non-loopback host
-TOKEN_ERRORS = RFC6749_TOKEN | INSECURE
+TOKEN_ERRORS = RFC6749_TOKEN | INSECURE | {"invalid_target"}  # RFC 8693 §2.2.2
 TOKEN_OPERATION_ERRORS = TOKEN_ERRORS | {"unsupported_token_type"}  # RFC 7009 §2.2.1
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}  # RFC 6750 §3.1
 REGISTRATION_ERRORS = BEARER_ERRORS | {  # RFC 7591 §3.2.2, RFC 7592
