@@ -184,6 +184,7 @@ class SecurityEvent(models.Model):
         CODE_REPLAY = "code_replay", "authorization code replayed"
         TOKENS_REVOKED = "tokens_revoked", "tokens revoked"
         CLIENT_DEACTIVATED = "client_deactivated", "client deactivated"
+        TOKEN_EXCHANGED = "token_exchanged", "token exchanged (RFC 8693)"
 
     Actor = UserSession.EndedBy
 

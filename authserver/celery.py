@@ -45,6 +45,11 @@ app.conf.beat_schedule = {
         "schedule": _every_quarter_hour(4),
         "options": _QUARTER,
     },
+    "tokens-wipe-refresh-retry-answers": {
+        "task": "tokens.wipe_refresh_retry_answers",
+        "schedule": crontab(minute="2-59/5"),
+        "options": {"expires": 4 * 60},
+    },
     "accounts-expire-sessions": {
         "task": "accounts.expire_sessions",
         "schedule": _every_quarter_hour(7),

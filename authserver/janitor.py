@@ -43,6 +43,9 @@ class Kind:
     # transaction (sessions that simply expired: their tokens go and their clients are told).
     keep: tuple[str, ...] = ()
     after_delete: Callable[[list[tuple]], None] | None = field(default=None, compare=False)
+    # Instead of deleting the stale rows, set these fields (a secret kept a short while on a row
+    # that itself lives on: the refresh retry window's sealed answers).
+    wipe: dict | None = field(default=None, compare=False)
 
     def queryset(self, now: datetime) -> models.QuerySet:
         return self.model._base_manager.filter(self.stale(now)).order_by()
@@ -82,7 +85,11 @@ def purge(
             break
         after = rows[-1][0]
         with transaction.atomic():
-            deleted, _ = kind.model._base_manager.filter(pk__in=[row[0] for row in rows]).delete()
+            chosen = kind.model._base_manager.filter(pk__in=[row[0] for row in rows])
+            if kind.wipe is not None:
+                deleted = chosen.update(**kind.wipe)
+            else:
+                deleted, _ = chosen.delete()
             done = time.monotonic()
             if kind.after_delete is not None:
                 # Same transaction: the rows never go without what their going implies.
@@ -147,8 +154,9 @@ def make_task(kind: Kind):
             result = purge(kind, batch_size=batch_size, max_batches=max_batches)
         record_job(kind.task_name, seconds=result.seconds, rows=result.deleted)
         logger.info(
-            "%s: deleted %d %s in %.2fs (%d batches, longest statement %.0f ms)%s",
-            kind.task_name, result.deleted, kind.label, result.seconds, result.batches,
+            "%s: %s %d %s in %.2fs (%d batches, longest statement %.0f ms)%s",
+            kind.task_name, "wiped" if kind.wipe else "deleted", result.deleted, kind.label,
+            result.seconds, result.batches,
             result.longest_statement * 1000, "; more remain, re-enqueued" if result.remaining else "",
         )  # fmt: skip
         if result.remaining and run < MAX_RUNS:

@@ -41,6 +41,11 @@ TOKENS_ISSUED = Counter(
 REFRESH_REPLAYS = Counter(
     "authserver_refresh_token_replays_total", "Rotated refresh tokens presented again."
 )
+REFRESH_RETRIES = Counter(
+    "authserver_refresh_token_retries_total",
+    "Rotated refresh tokens presented again by their client within its retry window, answered "
+    "with the same successor.",
+)
 CODE_REPLAYS = Counter(
     "authserver_authorization_code_replays_total", "Used authorization codes presented again."
 )

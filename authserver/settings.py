@@ -151,6 +151,10 @@ ACCESS_TOKEN_AUDIENCE = CONFIG.access_token_audience
 ACCESS_TOKEN_SIGNING_ALG = CONFIG.access_token_signing_alg
 AUTHORIZATION_CODE_LIFETIME = CONFIG.authorization_code_lifetime
 CONSENT_LIFETIME_DAYS = CONFIG.consent_lifetime_days
+# Refresh retry window (tokens/refresh_tokens.py): seconds after a rotation during which the same
+# confidential client presenting the rotated token again gets the same successor back; a client's
+# own refresh_retry_window overrides it; 0 turns it off.
+REFRESH_RETRY_WINDOW = CONFIG.refresh_retry_window
 ID_TOKEN_LIFETIME = CONFIG.id_token_lifetime
 LOGOUT_TOKEN_LIFETIME = 120
 # Key life cycle (tokens/keys.py): a key is published a day before it signs, signs for

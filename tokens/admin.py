@@ -45,14 +45,28 @@ class ClientForm(forms.ModelForm):
         help_text="Exact URIs the client may send people to after logout, one per line.",
     )
 
+    token_exchange_audiences = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        required=False,
+        help_text="Token exchange (RFC 8693): audiences or resource URIs this client may get "
+        "tokens for, one per line. Empty: no token exchange.",
+    )
+    token_exchange_scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="Scopes an exchanged token may carry (never more than the subject token's).",
+    )
+
     class Meta:
         model = Client
         fields = [
             "name", "client_type", "token_endpoint_auth_method", "redirect_uris", "grant_types",
             "allowed_scopes", "consent", "access_token_lifetime", "refresh_token_lifetime",
-            "refresh_token_idle_lifetime", "id_token_signed_response_alg", "post_logout_redirect_uris",
-            "backchannel_logout_uri", "backchannel_logout_session_required",
-            "require_pushed_authorization_requests", "dpop_bound_access_tokens", "is_active",
+            "refresh_token_idle_lifetime", "refresh_retry_window", "id_token_signed_response_alg",
+            "post_logout_redirect_uris", "backchannel_logout_uri",
+            "backchannel_logout_session_required", "token_exchange_audiences",
+            "token_exchange_scopes", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
+            "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
@@ -61,8 +75,12 @@ class ClientForm(forms.ModelForm):
             (scope, f"{scope}: {description}")
             for scope, description in settings.OAUTH_SCOPES.items()
         ]
+        self.fields["token_exchange_scopes"].choices = self.fields["allowed_scopes"].choices
         if self.instance.pk:
             self.initial["redirect_uris"] = "\n".join(self.instance.redirect_uris)
+            self.initial["token_exchange_audiences"] = "\n".join(
+                self.instance.token_exchange_audiences
+            )
             self.initial["post_logout_redirect_uris"] = "\n".join(
                 self.instance.post_logout_redirect_uris
             )
@@ -76,6 +94,9 @@ class ClientForm(forms.ModelForm):
 
     def clean_post_logout_redirect_uris(self) -> list[str]:
         return self._lines(self.cleaned_data["post_logout_redirect_uris"])
+
+    def clean_token_exchange_audiences(self) -> list[str]:
+        return self._lines(self.cleaned_data["token_exchange_audiences"])
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -173,8 +194,12 @@ class RefreshTokenAdmin(admin.ModelAdmin):
     list_filter = ("revoke_reason", "client")
     list_select_related = ("client", "user")
     search_fields = ("user__username", "user__email", "client__client_id", "family", "sid")
-    readonly_fields = [f.name for f in RefreshToken._meta.fields if f.name != "token_digest"]
-    exclude = ("token_digest",)
+    readonly_fields = [
+        f.name
+        for f in RefreshToken._meta.fields
+        if f.name not in ("token_digest", "retry_response")
+    ]
+    exclude = ("token_digest", "retry_response")
     actions = ["revoke_families"]
 
     def has_add_permission(self, request) -> bool:

@@ -12,6 +12,7 @@ from django.db.models import Exists, OuterRef, Q
 from accounts.models import UserSession
 from authserver.janitor import Kind
 from tokens.models import (
+    MAX_REFRESH_RETRY_WINDOW,
     AuthorizationCode,
     BackchannelLogout,
     Consent,
@@ -53,6 +54,20 @@ KINDS = (
         model=RefreshToken,
         stale=_stale_refresh_tokens,
         since="expires",
+    ),
+    Kind(
+        name="refresh_retry_answers",
+        label="refresh retry answers",
+        task_name="tokens.wipe_refresh_retry_answers",
+        model=RefreshToken,
+        # Sealed answers a retry can no longer get: past the longest window (each client's own
+        # window is checked when a retry comes). The token rows stay; only the answer goes.
+        stale=lambda now: Q(
+            retry_response__isnull=False,
+            created__lt=now - timedelta(seconds=MAX_REFRESH_RETRY_WINDOW),
+        ),
+        since="created",
+        wipe={"retry_response": None},
     ),
     Kind(
         name="consents",

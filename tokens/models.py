@@ -23,6 +23,11 @@ from django.utils.crypto import salted_hmac
 from tokens import client_cache
 from tokens.scopes import UnknownScopes, unknown_scopes
 
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+# The most a client's refresh retry window may be (seconds); the janitor wipes stored answers
+# older than this (tokens/expiry.py).
+MAX_REFRESH_RETRY_WINDOW = 300
+
 
 def token_digest(value: str) -> str:
     """SHA-256 of a server-generated, high-entropy token: what the database keeps."""
@@ -76,6 +81,7 @@ class Client(models.Model):
         REFRESH_TOKEN = "refresh_token", "refresh token"
         CLIENT_CREDENTIALS = "client_credentials", "client credentials"
         DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code", "device code (RFC 8628)"
+        TOKEN_EXCHANGE = TOKEN_EXCHANGE_GRANT, "token exchange (RFC 8693)"
 
     class Consent(models.TextChoices):
         ASK = "ask", "ask every time"
@@ -110,6 +116,25 @@ class Client(models.Model):
     )
     refresh_token_idle_lifetime = models.PositiveIntegerField(
         default=7 * 86_400, help_text="Seconds a refresh token lives unused."
+    )
+    refresh_retry_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_REFRESH_RETRY_WINDOW)],
+        help_text="Seconds after a refresh during which presenting the same refresh token again "
+        "returns the same new tokens (a lost response retried) instead of revoking them all. "
+        "Empty: the REFRESH_RETRY_WINDOW setting; 0: off. Never for public clients.",
+    )
+    # RFC 8693 token exchange: off unless the grant type is ticked and an audience listed.
+    token_exchange_audiences = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Audiences (or RFC 8707 resources) this client may exchange tokens for.",
+    )
+    token_exchange_scopes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Scopes an exchanged token may carry (also within the subject token's).",
     )
     is_active = models.BooleanField(
         default=True, help_text="Inactive clients get no tokens, and their tokens stop working."
@@ -274,6 +299,18 @@ class Client(models.Model):
             errors.setdefault("grant_types", []).append(
                 "A public client cannot use client_credentials."
             )
+        if self.is_public and self.GrantType.TOKEN_EXCHANGE in self.grant_types:
+            errors.setdefault("grant_types", []).append(
+                "A public client cannot use token exchange."
+            )
+        if any(
+            not isinstance(a, str) or not a or len(a) > 500 for a in self.token_exchange_audiences
+        ):
+            errors.setdefault("token_exchange_audiences", []).append(
+                "Each audience is a non-empty string of at most 500 characters."
+            )
+        if unknown := unknown_scopes(self.token_exchange_scopes):
+            errors.setdefault("token_exchange_scopes", []).append(str(UnknownScopes(unknown)))
         unknown = set(self.grant_types) - set(self.GrantType.values)
         if unknown:
             errors.setdefault("grant_types", []).append(
@@ -544,8 +581,22 @@ class RefreshToken(models.Model):
         db_default="",
         help_text="RFC 9449 §5: bound to this DPoP key (public clients); empty if not bound.",
     )
+    # The token response that delivered this token, sealed (tokens/sealing.py) with a key that
+    # only the parent token's value opens: how a retry of the parent within its client's window
+    # gets this same token back. Wiped when this token is used or revoked, and by the janitor
+    # once the longest window has passed.
+    retry_response = models.BinaryField(null=True, blank=True, editable=False)
 
     objects = ExpiringQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created"],
+                condition=models.Q(retry_response__isnull=False),
+                name="tokens_rt_retry_answer_idx",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"refresh token {self.pk} of {self.client_id} for {self.user_id}"

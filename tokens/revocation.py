@@ -350,7 +350,7 @@ def _revoke_refresh_tokens(
     if not rows:
         return 0
     RefreshToken.objects.filter(pk__in=[row[0] for row in rows], revoked_at__isnull=True).update(
-        revoked_at=timezone.now(), revoke_reason=reason
+        revoked_at=timezone.now(), revoke_reason=reason, retry_response=None
     )
     deny_access_tokens([(jti, expires) for *_, jti, expires in rows])
     by_user: dict[int, dict] = defaultdict(

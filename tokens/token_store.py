@@ -74,9 +74,11 @@ _FIND_SQL = (  # the token, its person and whether its session (if any) is alive
     f"FROM {_q(RefreshToken._meta.db_table)} r JOIN {_q(User._meta.db_table)} u "
     f"ON u.{_q('id')} = r.{_q('user_id')} WHERE r.{_q('token_digest')} = %s::text"
 )
-_ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated
-    f"UPDATE {_q(RefreshToken._meta.db_table)} SET {_q('rotated_at')} = %s::timestamptz "  # noqa: S608
-    f"WHERE {_q('id')} = %s::bigint AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
+_ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated; the answer
+    # that delivered it (refresh retry window) is wiped in the same statement
+    f"UPDATE {_q(RefreshToken._meta.db_table)} SET {_q('rotated_at')} = %s::timestamptz, "  # noqa: S608
+    f"{_q('retry_response')} = NULL WHERE {_q('id')} = %s::bigint "
+    f"AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
 )
 _ACCESS_LIVE_SQL = (  # denied?, session alive (or none)?, person active (or none)?
     f"SELECT EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "  # noqa: S608
@@ -146,7 +148,7 @@ def rotate(pk: int, now: datetime) -> bool:
         return (
             RefreshToken.objects.filter(
                 pk=pk, rotated_at__isnull=True, revoked_at__isnull=True
-            ).update(rotated_at=now)
+            ).update(rotated_at=now, retry_response=None)
             == 1
         )
     with _cursor(_ROTATE_SQL, [now, pk]) as cursor:

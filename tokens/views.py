@@ -44,6 +44,8 @@ from tokens.oauth.server import get_server
 logger = logging.getLogger(__name__)
 
 FORM = "application/x-www-form-urlencoded"
+# RFC 8693 §2.1 and RFC 8707 §2: the target of a token request may be named several times.
+REPEATABLE = frozenset({"audience", "resource"})
 
 
 def no_store(view):
@@ -102,7 +104,7 @@ def form_problem(request: HttpRequest) -> JsonResponse | None:
         return oauth_error("invalid_request", "The request body could not be read.")
     for name, values in body.lists():
         # (error_text: RFC 6749 §5.2 allows only printable ASCII in descriptions.)
-        if len(values) > 1:
+        if len(values) > 1 and name not in REPEATABLE:
             # RFC 6749 §3.2: parameters MUST NOT be included more than once.
             return oauth_error(
                 "invalid_request", f"'{error_text(name[:40])}' was sent more than once."
@@ -135,7 +137,10 @@ def _basic_credentials_problem(request: HttpRequest) -> JsonResponse | None:
     return None
 
 
-_SECRETS = ("client_secret", "code", "code_verifier", "refresh_token", "token")
+_SECRETS = (
+    "client_secret", "code", "code_verifier", "refresh_token", "token", "subject_token",
+    "actor_token",
+)  # fmt: skip
 
 
 @csrf_exempt  # clients authenticate with credentials, not cookies

@@ -50,6 +50,7 @@ from tests.tokens.conftest import (
     endpoint,
     exchange,
     get_code,
+    past_the_retry_window,
     pkce_pair,
     query,
     refresh,
@@ -58,6 +59,13 @@ from tests.tokens.conftest import (
 from tests.tokens.dpop_client import Holder
 from tests.tokens.test_logout import CONFIRM, END_SESSION, ORIGIN, signed_in
 from tests.tokens.test_oidc_core import code_flow, userinfo
+from tests.tokens.test_token_exchange import (
+    ACCESS,
+    BILLING,
+    ID_TOKEN,
+    exchange_client,
+    token_exchange,
+)
 from tokens.clients import create_client
 from tokens.models import AuthorizationCode, Client, Consent, RefreshToken
 
@@ -873,6 +881,7 @@ def test_token_leakage_through_logs_fails(captured_logs, logged_in_client, confi
     code2, verifier2 = get_code(logged_in_client, confidential, scope="openid profile")
     second = exchange(confidential, code2, verifier2).json()
     newer = refresh(confidential, second["refresh_token"]).json()
+    past_the_retry_window()
     refresh(confidential, second["refresh_token"])  # a refresh replay
     Browser().get("/userinfo?access_token=" + newer["access_token"], secure=True)  # RFC 6750 §2.3
     Browser().post(  # credentials in the URL (RFC 6749 §2.3.1)
@@ -920,8 +929,10 @@ def test_refresh_token_replay_fails(logged_in_client, confidential):
     # Given a refresh token that an attacker has copied
     code, verifier = get_code(logged_in_client, confidential, scope="openid profile")
     stolen = exchange(confidential, code, verifier).json()
-    # When one party refreshes with it (rotating it) and the other presents it afterwards
+    # When one party refreshes with it (rotating it) and the other presents it afterwards, once
+    # the retry window (a lost response retried) has passed
     rotated = refresh(confidential, stolen["refresh_token"]).json()
+    past_the_retry_window()
     replay = refresh(confidential, stolen["refresh_token"])
     # Then the replay gets invalid_grant
     assert_oauth_error(replay, "invalid_grant")
@@ -1246,6 +1257,64 @@ def test_id_token_of_another_client_cannot_redirect_to_its_uri(
         secure=True,
     )  # fmt: skip
     assert "Location" not in response
+
+
+# === Token exchange privilege escalation: RFC 8693 §2.2.2, §5 ===================================
+def test_token_exchange_for_an_audience_or_scope_outside_the_policy_fails(
+    logged_in_client, confidential
+):
+    """RFC 8693 §5: the server decides what an exchange may buy. A client allowed billing and
+    `profile` asks for payroll, or for `email` (which the subject token has), or for
+    `offline_access` (which it has not): each is refused, and no token is issued."""
+    # Given a service allowed to exchange person tokens for billing with `profile`
+    service = exchange_client(token_exchange_audiences=[BILLING], token_exchange_scopes=["profile"])
+    subject = code_flow(logged_in_client, confidential, "openid profile email")["access_token"]
+    # When it asks for more than its policy
+    attempts = {
+        "another audience": ({"audience": "https://payroll.example.com"}, "invalid_target"),
+        "another resource": ({"resource": "https://payroll.example.com/api"}, "invalid_target"),
+        "a scope the policy lacks": ({"scope": "profile email"}, "invalid_scope"),
+        "a scope the subject lacks": ({"scope": "offline_access"}, "invalid_scope"),
+    }
+    for name, (params, error) in attempts.items():
+        # Then it is refused with the RFC's error
+        assert_oauth_error(token_exchange(service, subject, **params), error), name
+    # And nothing was issued; within the policy it works
+    assert not SecurityEvent.objects.filter(kind="token_exchanged").exists()
+    granted = token_exchange(service, subject).json()
+    assert granted["scope"] == "profile"
+
+
+def test_token_exchange_with_an_actor_token_from_a_revoked_session_fails(
+    logged_in_client, confidential, user
+):
+    """RFC 8693 §2.2.2: an actor token that is not valid is invalid_request. An access token
+    from a browser session that has since been ended (signed out from "My sessions") cannot
+    name the actor of a delegation."""
+    service = exchange_client()
+    # Given an actor token from a person's session, and the session then ended
+    actor = Browser()
+    sign_in(actor, user.username)
+    actor_token = code_flow(actor, confidential, "openid profile")["access_token"]
+    actor.post("/logout/")
+    subject = code_flow(logged_in_client, confidential, "openid profile")["access_token"]
+    # When a service delegates with it
+    response = token_exchange(service, subject, actor_token=actor_token, actor_token_type=ACCESS)
+    # Then invalid_request, and nothing issued
+    assert_oauth_error(response, "invalid_request")
+    assert not SecurityEvent.objects.filter(kind="token_exchanged").exists()
+
+
+def test_token_exchange_with_an_id_token_of_another_client_as_subject_fails(
+    logged_in_client, other_app
+):
+    """OIDC Core §2 (aud) and RFC 8693 §2.2.2: an ID token is for its audience. A client that
+    got hold of the ID token another client received cannot trade it for an access token."""
+    service = exchange_client()
+    id_token = code_flow(logged_in_client, other_app, "openid")["id_token"]
+    response = token_exchange(service, id_token, ID_TOKEN)
+    assert_oauth_error(response, "invalid_request")
+    assert not SecurityEvent.objects.filter(kind="token_exchanged").exists()
 
 
 # === Session fixation (OWASP Session Management: a new session id at every sign-in) ===============

@@ -33,6 +33,7 @@ from tests.tokens.conftest import (
     endpoint,
     exchange,
     get_code,
+    past_the_retry_window,
     pkce_pair,
     query,
     refresh,
@@ -122,11 +123,13 @@ def test_one_code_redeemed_by_twenty_clients_at_once_has_exactly_one_winner(
 
 
 def test_one_refresh_token_rotated_by_twenty_clients_at_once_has_exactly_one_winner(
-    live_server, logged_in_client, confidential
+    live_server, logged_in_client, confidential, settings
 ):
     """RFC 9700 §4.14.2: rotation is one compare-and-set. Raced over HTTP: one new token, one
     child row, never two live tokens in a family. A loser that reads the token after the
-    winner committed is a replay and revokes the family (also the winner's new token)."""
+    winner committed is a replay and revokes the family (also the winner's new token). With
+    the retry window off (the test below races it on)."""
+    settings.REFRESH_RETRY_WINDOW = 0
     # Given a client holding a refresh token
     code, verifier = get_code(logged_in_client, confidential, scope="openid profile")
     first = exchange(confidential, code, verifier).json()
@@ -157,6 +160,54 @@ def test_one_refresh_token_rotated_by_twenty_clients_at_once_has_exactly_one_win
     else:
         # Every loser was stopped by the compare-and-set alone: the winner's token lives on.
         assert refresh(confidential, winner["refresh_token"]).status_code == 200
+
+
+def test_rfc9700_4_14_2_one_refresh_token_retried_by_twenty_clients_within_the_window_gets_one_successor(
+    live_server, logged_in_client, confidential
+):
+    """The refresh retry window (RFC 6749 §6, OAuth 2.1 §4.3.1): twenty copies of one client
+    refreshing with one token at once, over HTTP, all get the same successor pair, the one the
+    compare-and-set winner stored. Past the window, presenting the token again is a replay
+    that revokes the family (RFC 9700 §4.14.2)."""
+    # Given a confidential client (the default 30 s window) holding a refresh token
+    code, verifier = get_code(logged_in_client, confidential, scope="openid profile")
+    first = exchange(confidential, code, verifier).json()
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+
+    # When twenty copies of it refresh with that token at the same moment
+    responses = race(
+        open_connection(live_server.url),
+        post_to_token_endpoint(live_server.url, confidential, form),
+    )
+
+    # Then every one gets 200 and the very same pair
+    no_server_errors(responses)
+    assert [r.status_code for r in responses] == [200] * N, [r.text for r in responses]
+    bodies = [r.json() for r in responses]
+    assert len({(b["refresh_token"], b["access_token"]) for b in bodies}) == 1
+    # And exactly one successor exists, nothing is revoked, no replay is recorded
+    original = RefreshToken.objects.get(token_digest=token_digest(first["refresh_token"]))
+    (child,) = RefreshToken.objects.filter(parent=original)
+    assert child.token_digest == token_digest(bodies[0]["refresh_token"])
+    assert child.access_jti == access_tokens.read(bodies[0]["access_token"])["jti"]
+    assert not RefreshToken.objects.filter(revoked_at__isnull=False).exists()
+    assert not SecurityEvent.objects.filter(kind="refresh_replay").exists()
+    no_family_has_two_live_tokens()
+
+    # When the window has passed and the token is presented again
+    past_the_retry_window()
+    late = requests.post(
+        f"{live_server.url}/token",
+        data=form,
+        auth=(confidential.client_id, confidential.secret),
+        timeout=TIMEOUT,
+    )
+    # Then it is a replay: invalid_grant, and the family, the successor included, is revoked
+    assert (late.status_code, late.json()["error"]) == (400, "invalid_grant")
+    family = RefreshToken.objects.filter(family=original.family)
+    assert set(family.values_list("revoke_reason", flat=True)) == {"replay"}
+    assert SecurityEvent.objects.filter(kind="refresh_replay").count() == 1
+    assert refresh(confidential, bodies[0]["refresh_token"]).json()["error"] == "invalid_grant"
 
 
 def test_one_consent_granted_by_twenty_parallel_posts_is_stored_exactly_once(

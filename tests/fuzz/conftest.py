@@ -16,7 +16,10 @@ from tests.fuzz.strategies import FORM, authorization_values, basic
 from tests.tokens.conftest import Registered, authorize_url, get_code, pkce_pair
 from tests.tokens.dpop_client import Holder
 from tokens.clients import create_client, create_initial_access_token
-from tokens.models import Client
+from tokens.models import TOKEN_EXCHANGE_GRANT, Client
+from tokens.oauth.exchange import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE
+
+EXCHANGE_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -80,10 +83,14 @@ def world(db) -> World:
         name="Fuzzed App",
         redirect_uris=["https://app.example.com/callback"],
         post_logout_redirect_uris=["https://app.example.com/bye"],
-        grant_types=["authorization_code", "refresh_token", "client_credentials"],
+        grant_types=[
+            "authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT,
+        ],
         scopes=["openid", "profile", "email", "offline_access"],
         consent=Client.Consent.ASK,
-    )
+        token_exchange_audiences=["https://billing.example.com"],
+        token_exchange_scopes=["openid", "profile"],
+    )  # fmt: skip
     confidential = Registered(client, secret)
     client, secret = create_client(
         name="Posts its secret",
@@ -148,7 +155,15 @@ def world(db) -> World:
             "password",
             "implicit",
             "urn:ietf:params:oauth:grant-type:device_code",
+            TOKEN_EXCHANGE_GRANT,
         ],
+        "subject_token": [*access_tokens, *id_tokens],
+        "actor_token": [*access_tokens, *id_tokens],
+        "subject_token_type": [*EXCHANGE_TOKEN_TYPES, "urn:ietf:params:oauth:token-type:jwt"],
+        "actor_token_type": EXCHANGE_TOKEN_TYPES,
+        "requested_token_type": EXCHANGE_TOKEN_TYPES,
+        "audience": ["https://billing.example.com", "https://evil.example"],
+        "resource": ["https://billing.example.com", "not a uri"],
         "client_id": client_ids,
         "client_secret": [confidential.secret, poster.secret, "wrong-secret"],
         "code": codes,

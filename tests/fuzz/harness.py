@@ -86,7 +86,9 @@ RFC6749_TOKEN = {
 INSECURE = {"insecure_transport"}  # Authlib: plain http to a non-loopback host
 DEVICE_POLLING = {"authorization_pending", "slow_down", "access_denied", "expired_token"}
 DPOP = {"invalid_dpop_proof", "use_dpop_nonce"}  # RFC 9449 §5, §7.1, §8, §9
-TOKEN_ERRORS = RFC6749_TOKEN | INSECURE | DEVICE_POLLING | DPOP  # RFC 8628 §3.5
+TOKEN_ERRORS = (
+    RFC6749_TOKEN | INSECURE | DEVICE_POLLING | DPOP | {"invalid_target"}
+)  # RFC 8628 §3.5, RFC 8693 §2.2.2
 TOKEN_OPERATION_ERRORS = RFC6749_TOKEN | INSECURE | {"unsupported_token_type"}  # RFC 7009 §2.2.1
 BEARER_ERRORS = {"invalid_request", "invalid_token", "insufficient_scope"}  # RFC 6750 §3.1
 REGISTRATION_ERRORS = BEARER_ERRORS | {  # RFC 7591 §3.2.2, RFC 7592

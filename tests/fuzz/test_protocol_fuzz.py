@@ -35,6 +35,7 @@ from tests.fuzz.strategies import (
     requests,
     text,
 )
+from tokens.models import TOKEN_EXCHANGE_GRANT
 
 pytestmark = [
     pytest.mark.django_db,
@@ -116,6 +117,10 @@ def test_token_endpoint(world, budget):
         ),
         *([("grant_type", "refresh_token"), ("refresh_token", rt)] for rt in v["refresh_token"]),
         [("grant_type", "refresh_token"), ("refresh_token", v["refresh_token"][0]), ("scope", "openid")],
+        # RFC 8693 §2.1: token exchange, impersonation and delegation (the fuzzed app may).
+        [("grant_type", TOKEN_EXCHANGE_GRANT), ("subject_token", v["subject_token"][0]), ("subject_token_type", v["subject_token_type"][0])],
+        [("grant_type", TOKEN_EXCHANGE_GRANT), ("subject_token", v["subject_token"][0]), ("subject_token_type", v["subject_token_type"][0]),
+         ("actor_token", v["actor_token"][0]), ("actor_token_type", v["actor_token_type"][0]), ("audience", v["audience"][0]), ("scope", "profile")],
         [
             ("grant_type", "authorization_code"),
             ("client_id", w.public.client_id),

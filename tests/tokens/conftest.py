@@ -3,12 +3,15 @@
 import base64
 import hashlib
 import secrets
+from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from django.db.models import F
 from django.test import Client as Browser
 
 # The fixtures (confidential, public) are in tests/conftest.py, for the whole suite.
 from tests.factories import REDIRECT, Registered
+from tokens.models import MAX_REFRESH_RETRY_WINDOW, RefreshToken
 
 __all__ = ["REDIRECT", "Registered"]
 
@@ -113,3 +116,9 @@ def endpoint(path: str, client: Registered | None, data: dict, *, auth="basic"):
         secure=True,
         **headers,
     )
+
+
+def past_the_retry_window(seconds: int = MAX_REFRESH_RETRY_WINDOW + 1) -> None:
+    """Move every refresh token's issue time back: the retry window of whatever rotated into it
+    (tokens/refresh_tokens.py) has passed, so presenting the rotated token again is a replay."""
+    RefreshToken.objects.update(created=F("created") - timedelta(seconds=seconds))

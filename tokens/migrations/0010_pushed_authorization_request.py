@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tokens', '0005_registration_token_overlap'),
+        ('tokens', '0007_dpop'),
     ]
 
     operations = [

@@ -102,6 +102,7 @@ class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
                 "jti",
                 "sid",
                 "auth_time",
+                "act",  # RFC 8693 §4.1: who acts for the subject (token exchange)
             )
             introspected = {
                 "active": True,

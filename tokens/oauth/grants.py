@@ -29,6 +29,8 @@ from authlib.oauth2.rfc8628.errors import (
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
 from tokens import access_tokens, codes, device_codes, dpop, refresh_tokens
+from tokens.models import TOKEN_EXCHANGE_GRANT
+from tokens.oauth import exchange
 from tokens.oauth.registration import error_text
 
 logger = logging.getLogger(__name__)
@@ -231,20 +233,41 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def authenticate_refresh_token(self, refresh_token: str):
-        row = refresh_tokens.find_refresh_token(
-            refresh_token, self.request.client, request=self.request.django_request
+        request, scope = self.request, self.request.payload.scope
+        found = refresh_tokens.find_refresh_token(
+            refresh_token, request.client, scope=scope, request=request.django_request
         )
-        if row is None:
+        if isinstance(found, refresh_tokens.Resent):
+            request.resent = found.answer  # a retry within the window: the same answer again
+            return found.row
+        if found is None:
             return None
-        if row.dpop_jkt and not same_key(row.dpop_jkt, dpop_proof(self.request)):
+        if found.dpop_jkt and not same_key(found.dpop_jkt, dpop_proof(self.request)):
             # RFC 9449 §5: a public client's refresh token is bound to its DPoP key, and every
             # use needs a proof with that key. Checked before the token is used up.
             raise InvalidGrantError("The refresh token is bound to another DPoP key.")
         # Check the scope before using the token up: a request that would fail must not burn it.
-        self._validate_token_scope(row)
-        if not refresh_tokens.rotate(row):
-            return None  # a concurrent refresh with this token won
-        return row
+        self._validate_token_scope(found)
+        if not refresh_tokens.rotate(found):
+            # A concurrent refresh with this token won (and has committed): within the retry
+            # window this request gets the winner's answer; otherwise it loses.
+            request.resent = refresh_tokens.resend(
+                refresh_token, found, request.client, scope=scope
+            )
+            return found if request.resent is not None else None
+        return found
+
+    def save_token(self, token) -> None:
+        pass  # once the answer is final, in create_token_response
+
+    def create_token_response(self):
+        if self.request.resent is not None:
+            return 200, self.request.resent, self.TOKEN_RESPONSE_HEADER
+        # Authlib's response, with its hooks (an ID token) run: the whole answer, which the
+        # successor's row keeps (sealed) for a retry. Still the one INSERT.
+        status, token, headers = super().create_token_response()
+        self.server.save_token(token, self.request)
+        return status, token, headers
 
     def authenticate_user(self, refresh_token):
         return refresh_token.user
@@ -290,6 +313,83 @@ class DeviceCodeGrant(IssuesTokens, BaseDeviceCodeGrant):
     def token_context(self):
         row = self.request.credential
         return row.sid, int(row.auth_time.timestamp()) if row.auth_time else None
+
+
+class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
+    """RFC 8693 token exchange, for confidential clients that an operator allowed (Authlib has
+    no grant for it). The rules are in tokens/oauth/exchange.py; no row is written but the
+    security event, and no refresh token is issued (§2.2.1: OPTIONAL)."""
+
+    GRANT_TYPE = TOKEN_EXCHANGE_GRANT
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
+
+    def validate_token_request(self) -> None:
+        client = self.authenticate_token_endpoint_client()
+        if not exchange.allows_exchange(client):
+            raise UnauthorizedClientError("This client may not exchange tokens.")
+        self.request.client = client
+        form = self.request.form
+        requested = form.get("requested_token_type")
+        if requested and requested != exchange.ACCESS_TOKEN_TYPE:
+            # §2.2.2: a token type the server cannot issue is invalid_request.
+            raise InvalidRequestError("Only access tokens are issued ('requested_token_type').")
+        actor_value, actor_type = form.get("actor_token"), form.get("actor_token_type")
+        if bool(actor_value) != bool(actor_type):
+            raise InvalidRequestError("'actor_token' and 'actor_token_type' go together.")
+        subject = exchange.read_party(
+            form["subject_token"], form["subject_token_type"], client, role="subject"
+        )
+        actor = (
+            exchange.read_party(actor_value, actor_type, client, role="actor")
+            if actor_value
+            else None
+        )
+        self.request.user = exchange.subject_person(subject)
+        exchange.check_may_act(subject, actor, client)
+        audience = exchange.target_audiences(
+            client, form.getlist("audience"), form.getlist("resource")
+        )
+        scope = exchange.granted_scope(client, subject, self.request.payload.scope)
+        self.exchange = (subject, actor, audience, scope)
+
+    def create_token_response(self):
+        subject, actor, audience, scope = self.exchange
+        client, person = self.request.client, self.request.user
+        claims: dict = {"aud": audience[0] if len(audience) == 1 else audience}
+        if act := exchange.act_claim(subject, actor):
+            claims["act"] = act
+        # The subject's browser session, if any: ending it ends the exchanged token too.
+        sid = subject.claims.get("sid") or ""
+        access = access_tokens.issue(
+            client=client,
+            user=person,
+            scope=scope,
+            sid=sid,
+            auth_time=subject.claims.get("auth_time"),
+            extra_claims=claims,
+            lifetime=exchange.lifetime(client, subject),
+        )
+        TOKENS_ISSUED.labels("token_exchange").inc()
+        exchange.record_exchange(
+            request=self.request.django_request,
+            client=client,
+            person=person,
+            subject=subject,
+            actor=actor,
+            issued_jti=access.jti,
+            audience=audience,
+            scope=scope,
+            sid=sid,
+        )
+        token = {
+            "access_token": access.value,
+            "issued_token_type": exchange.ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": access.expires_in,
+        }
+        if scope:
+            token["scope"] = scope
+        return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
 class S256CodeChallenge(CodeChallenge):

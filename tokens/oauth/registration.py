@@ -153,6 +153,9 @@ def client_fields(metadata: dict) -> dict:
     if method not in Client.AuthMethod.values:
         raise InvalidClientMetadataError(f"token_endpoint_auth_method {method!r} is not supported.")
     grant_types = metadata.get("grant_types") or ["authorization_code"]
+    if Client.GrantType.TOKEN_EXCHANGE in grant_types:
+        # RFC 8693 has no registration metadata for its policy: an operator grants it.
+        raise InvalidClientMetadataError("Token exchange is granted by an operator.")
     response_types = metadata.get("response_types")
     if response_types is None:  # RFC 7591 §2: omitted means "code"; [] means none
         response_types = ["code"] if "authorization_code" in grant_types else []

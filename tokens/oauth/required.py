@@ -14,11 +14,15 @@ from collections.abc import Iterable, Mapping
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 
+from tokens.models import TOKEN_EXCHANGE_GRANT
+
 # RFC 6749 §4.1.3 and §6 (§4.4.2, client_credentials, needs nothing beyond grant_type).
 TOKEN_REQUEST = {
     "authorization_code": ("code",),
     "refresh_token": ("refresh_token",),
     "urn:ietf:params:oauth:grant-type:device_code": ("device_code",),  # RFC 8628 §3.4
+    # RFC 8693 §2.1
+    TOKEN_EXCHANGE_GRANT: ("subject_token", "subject_token_type"),
 }
 # RFC 7009 §2.1 (revocation) and RFC 7662 §2.1 (introspection).
 TOKEN_OPERATION = ("token",)

@@ -19,6 +19,7 @@ from tokens.oauth.grants import (
     DeviceCodeGrant,
     RefreshTokenGrant,
     S256CodeChallenge,
+    TokenExchangeGrant,
     dpop_proof,
 )
 from tokens.oauth.oidc import OpenIDCode
@@ -56,6 +57,7 @@ class OAuth2Request(DjangoOAuth2Request):
         if getattr(request, "pushed_request", None) is not None:
             self.payload = PushedPayload(request)
         self.dpop = None  # the checked DPoP proof (RFC 9449), set by the token grants
+        self.resent = None  # the answer to a retried refresh (tokens/refresh_tokens.py)
 
 
 class AuthorizationServer(DjangoAuthorizationServer):
@@ -127,6 +129,8 @@ class AuthorizationServer(DjangoAuthorizationServer):
             dpop_jkt=proof.jkt
             if request.client.is_public and (proof := dpop_proof(request))
             else "",
+            answer=token if parent is not None else None,
+            parent_value=request.form.get("refresh_token") or "",
         )
 
     # Two of Authlib's errors escape the try that turns errors into responses: plain http (other
@@ -174,6 +178,7 @@ def build_server() -> AuthorizationServer:
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(DeviceCodeGrant)
+    server.register_grant(TokenExchangeGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
     server.register_endpoint(EndSessionEndpoint)

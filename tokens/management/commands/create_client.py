@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import clients
-from tokens.models import Client
+from tokens.models import TOKEN_EXCHANGE_GRANT, Client
 from tokens.scopes import UnknownScopes, client_scopes
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
@@ -40,6 +40,20 @@ class Command(BaseCommand):
             "--dpop-bound-access-tokens", action="store_true",
             help="RFC 9449 §5.2: refuse this client's token requests without a DPoP proof.",
         )  # fmt: skip
+        parser.add_argument(
+            "--refresh-retry-window", type=int, metavar="SECONDS",
+            help="Seconds a rotated refresh token may be retried for the same answer (0: off; "
+            "default: the REFRESH_RETRY_WINDOW setting; never for public clients).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--exchange-audience", action="append", default=[], dest="exchange_audiences",
+            help="Token exchange (RFC 8693): an audience or resource URI this client may get "
+            "tokens for; repeat for several. Also needs --grant-type " + TOKEN_EXCHANGE_GRANT,
+        )  # fmt: skip
+        parser.add_argument(
+            "--exchange-scope", action="append", default=[], dest="exchange_scopes",
+            help="A scope an exchanged token may carry; repeat for several.",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -52,10 +66,18 @@ class Command(BaseCommand):
         consent,
         auth_method,
         require_par=False,
-        dpop_bound_access_tokens,
+        dpop_bound_access_tokens=False,
+        refresh_retry_window=None,
+        exchange_audiences=(),
+        exchange_scopes=(),
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
+        extra.update(
+            refresh_retry_window=refresh_retry_window,
+            token_exchange_audiences=list(exchange_audiences),
+            token_exchange_scopes=list(exchange_scopes),
+        )
         if require_par:
             extra["require_pushed_authorization_requests"] = True
         grant_types = grant_types or DEFAULT_GRANT_TYPES
@@ -94,6 +116,9 @@ class Command(BaseCommand):
                         client.require_pushed_authorization_requests
                     ),
                     "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
+                    "refresh_retry_window": client.refresh_retry_window,
+                    "token_exchange_audiences": client.token_exchange_audiences,
+                    "token_exchange_scopes": client.token_exchange_scopes,
                 },
                 indent=2,
             )
