@@ -285,7 +285,7 @@ def passkey_register(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def passkey_remove(request: HttpRequest, passkey_id: int) -> HttpResponse:
+def passkey_remove(request: HttpRequest, passkey_id: str) -> HttpResponse:
     if stop := _needs_step_up(request):
         return stop
     if passkeys.remove(request, request.user, passkey_id):

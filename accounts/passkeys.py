@@ -156,8 +156,10 @@ def register(request: HttpRequest, user: User, credential: dict, name: str) -> P
     return passkey
 
 
-def remove(request: HttpRequest, user: User, passkey_id: int) -> bool:
-    passkey = Passkey.objects.filter(pk=passkey_id, user=user).first()
+def remove(request: HttpRequest, user: User, passkey_id: str) -> bool:
+    if not passkey_id.isascii() or not passkey_id.isdigit() or len(passkey_id) > 18:
+        return False
+    passkey = Passkey.objects.filter(pk=int(passkey_id), user=user).first()
     if passkey is None:
         return False
     passkey.delete()

@@ -33,7 +33,7 @@ urlpatterns = [
     ),
     path("account/factors/passkeys/", factor_views.passkey_register, name="passkey_register"),
     path(
-        "account/factors/passkeys/<int:passkey_id>/remove/",
+        "account/factors/passkeys/<str:passkey_id>/remove/",
         factor_views.passkey_remove,
         name="passkey_remove",
     ),

@@ -35,9 +35,19 @@ class AccessToken:
     expires_at: datetime
 
 
-def issue(*, client, user, scope: str, sid: str = "", auth_time: int | None = None) -> AccessToken:
+def issue(
+    *,
+    client,
+    user,
+    scope: str,
+    sid: str = "",
+    auth_time: int | None = None,
+    acr: str = "",
+    amr: list[str] | None = None,
+) -> AccessToken:
     """Sign an access token with the active key. ``sub`` is the person, or the client itself
-    when no person is involved (client credentials, RFC 9068 §2.2)."""
+    when no person is involved (client credentials, RFC 9068 §2.2). ``acr`` and ``amr`` say how
+    the person signed in (RFC 9068 §2.2.1), as in the ID token."""
     now = int(time.time())
     lifetime = client.access_token_lifetime
     jti = secrets.token_urlsafe(16)
@@ -56,6 +66,10 @@ def issue(*, client, user, scope: str, sid: str = "", auth_time: int | None = No
         claims["sid"] = sid
     if auth_time:
         claims["auth_time"] = auth_time
+    if acr:
+        claims["acr"] = acr
+    if amr:
+        claims["amr"] = list(amr)
     kid, key = keys.signing_key()
     header = {"alg": settings.ACCESS_TOKEN_SIGNING_ALG, "typ": "at+jwt", "kid": kid}
     return AccessToken(

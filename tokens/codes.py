@@ -33,6 +33,7 @@ def save_authorization_code(
     code_challenge: str = "",
     code_challenge_method: str = "",
     amr: list[str] | None = None,
+    acr: str = "",
 ) -> AuthorizationCode:
     now = timezone.now()
     return AuthorizationCode.objects.create(
@@ -47,6 +48,7 @@ def save_authorization_code(
         code_challenge_method=code_challenge_method if code_challenge else "",
         auth_time=auth_time,
         amr=amr or [],
+        acr=acr,
         created=now,
         expires=now + timedelta(seconds=settings.AUTHORIZATION_CODE_LIFETIME),
     )

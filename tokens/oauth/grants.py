@@ -10,6 +10,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
+from accounts import assurance
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
 from tokens import access_tokens, codes, refresh_tokens
@@ -26,12 +27,23 @@ class IssuesTokens:
         """(sid, auth_time) of the browser session behind this grant; none by default."""
         return "", None
 
+    def assurance_context(self) -> tuple[str, list[str]]:
+        """(acr, amr) of the sign-in behind this grant (RFC 9068 §2.2.1); none by default."""
+        return "", []
+
     def generate_token(
         self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True
     ):
         sid, auth_time = self.token_context()
+        acr, amr = self.assurance_context()
         access = access_tokens.issue(
-            client=self.request.client, user=user, scope=scope or "", sid=sid, auth_time=auth_time
+            client=self.request.client,
+            user=user,
+            scope=scope or "",
+            sid=sid,
+            auth_time=auth_time,
+            acr=acr,
+            amr=amr,
         )
         self.request.issued_access = access
         TOKENS_ISSUED.labels(self.GRANT_TYPE).inc()
@@ -70,6 +82,13 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         session = request.django_request.session
         auth_time = session.get(AUTH_TIME_KEY)
         data = request.payload.data
+        amr = session.get(AMR_KEY, [])
+        wanted = assurance.requested(
+            data.get("acr_values"),
+            data.get("claims"),
+            default_acr_values=request.client.default_acr_values,
+            required_acr=request.client.required_acr,
+        )
         codes.save_authorization_code(
             code,
             client=request.client,
@@ -81,7 +100,8 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
             nonce=data.get("nonce") or "",
             code_challenge=data.get("code_challenge") or "",
             code_challenge_method=data.get("code_challenge_method") or "",
-            amr=session.get(AMR_KEY, []),
+            amr=amr,
+            acr=wanted.chosen(amr) or "",
         )
 
     def query_authorization_code(self, code: str, client):
@@ -103,6 +123,10 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
     def token_context(self):
         code = self.request.authorization_code
         return code.sid, code.get_auth_time()
+
+    def assurance_context(self):
+        code = self.request.authorization_code
+        return code.acr, code.amr
 
 
 class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
@@ -130,6 +154,10 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
     def token_context(self):
         row = self.request.refresh_token
         return row.sid, int(row.auth_time.timestamp()) if row.auth_time else None
+
+    def assurance_context(self):
+        row = self.request.refresh_token
+        return row.acr, row.amr.split()
 
 
 class ClientCredentialsGrant(IssuesTokens, grants.ClientCredentialsGrant):
