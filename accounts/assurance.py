@@ -12,8 +12,9 @@ Levels, weakest first; each one includes the ones before it:
 
 Methods (RFC 8176 §2): ``pwd`` password, ``otp`` TOTP (RFC 6238) or a one-time recovery code,
 ``hwk`` a device-bound passkey, ``swk`` a synced passkey (its key leaves the device: WebAuthn's
-backup flags), ``user`` the authenticator verified the person (WebAuthn ``uv``), ``mfa`` more than
-one factor.
+backup flags), ``mfa`` more than one factor. A passkey whose authenticator verified the person
+(WebAuthn ``uv``: a PIN or a biometric, which one it does not say, so no ``pin``/``fpt`` is
+claimed) is two factors on its own: ``hwk mfa``.
 
 Pure functions on lists and strings: no models, no requests; the accounts and tokens apps both
 use them.
@@ -50,7 +51,7 @@ def combine(amr, *added: str) -> list[str]:
     methods = list(dict.fromkeys([*amr, *added]))
     knowledge = "pwd" in methods
     possession = "otp" in methods or bool(_PASSKEY_METHODS & set(methods))
-    if (knowledge and possession) or ("user" in methods and possession):
+    if knowledge and possession:
         methods = [m for m in methods if m != "mfa"] + ["mfa"]
     return methods
 

@@ -174,7 +174,7 @@ def remove(request: HttpRequest, user: User, passkey_id: str) -> bool:
 @dataclass(frozen=True)
 class Assertion:
     user: User
-    amr: list[str]  # RFC 8176: hwk or swk, and user when the authenticator verified the person
+    amr: list[str]  # RFC 8176: hwk or swk, and mfa when the authenticator verified the person
 
 
 def authentication_options(request: HttpRequest, user: User | None) -> str:
@@ -232,7 +232,7 @@ def authenticate(request: HttpRequest, credential: dict | str, user: User | None
     synced = verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE
     amr = ["swk" if synced or verified.credential_backed_up else "hwk"]
     if verified.user_verified:
-        amr.append("user")
+        amr.append("mfa")  # the key and the PIN or biometric that unlocked it
     return Assertion(passkey.user, amr)
 
 
