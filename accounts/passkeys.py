@@ -137,7 +137,10 @@ def register(request: HttpRequest, user: User, credential: dict, name: str) -> P
     credential_id = bytes_to_base64url(verified.credential_id)
     if Passkey.objects.filter(credential_id=credential_id).exists():
         raise PasskeyError("This passkey is registered already.")
-    transports = credential.get("response", {}).get("transports", [])
+    response = credential.get("response")
+    transports = response.get("transports") if isinstance(response, dict) else None
+    if not isinstance(transports, list):
+        transports = []
     passkey = Passkey.objects.create(
         user=user,
         name=(name or "Passkey").strip()[:100] or "Passkey",
