@@ -15,6 +15,7 @@ from tests.conftest import session_row
 from tests.factories import PASSWORD
 from tests.tokens.conftest import (
     authorize_url,
+    endpoint,
     exchange,
     get_code,
     pkce_pair,
@@ -53,6 +54,8 @@ def test_oidc_core_2_a_password_sign_in_has_acr_pwd_and_amr_pwd_in_both_tokens(
     id_token, access = tokens_of(body, confidential)
     assert (id_token["acr"], id_token["amr"]) == ("pwd", ["pwd"])
     assert (access["acr"], access["amr"]) == ("pwd", ["pwd"])  # RFC 9068 §2.2.1
+    introspected = endpoint("/introspect", confidential, {"token": body["access_token"]}).json()
+    assert (introspected["acr"], introspected["amr"]) == ("pwd", ["pwd"])
 
 
 def test_rfc8176_a_password_and_totp_sign_in_has_amr_pwd_otp_mfa_and_acr_mfa(user, confidential):

@@ -102,6 +102,8 @@ class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
                 "jti",
                 "sid",
                 "auth_time",
+                "acr",
+                "amr",
             )
             return {
                 "active": True,
