@@ -120,6 +120,8 @@ def login_factor(request: HttpRequest) -> HttpResponse:
     user, pending = subject
     next_url = pending["next"] if pending else safe_next(request, request.GET.get("next"))
     wanted = request.GET.get("acr", "")
+    if not pending and wanted and assurance.satisfies(request.session.get(AMR_KEY, []), wanted):
+        return redirect(next_url or "accounts:home")  # reached meanwhile (e.g. by enrolling)
     form = FactorCodeForm(request.POST or None)
     codes_do = wanted != assurance.PHR  # a code is never phishing-resistant
     if request.method == "POST" and codes_do and form.is_valid():

@@ -5,12 +5,12 @@ a sign-in needs (OIDC Core §3.1.2.1, §5.5.1.1); ID tokens and access tokens te
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.test import Client as Browser
 
-from tests.accounts.test_factors import code_at, enrolled, password_step
+from tests.accounts.test_factors import code_at, enrol_through_the_page, enrolled, password_step
 from tests.conftest import session_row
 from tests.factories import PASSWORD
 from tests.tokens.conftest import (
@@ -219,3 +219,17 @@ def test_oidc_registration_2_default_acr_values_are_registered_and_unknown_ones_
     assert Client.objects.get(client_id=response.json()["client_id"]).default_acr_values == ["mfa"]
     refused = register({**metadata, "default_acr_values": ["urn:unknown"]}, token)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_client_metadata"
+
+
+def test_a_person_without_a_factor_enrols_one_from_the_step_and_continues(user, confidential):
+    """The factor step links to enrolment; confirming the app's first code is a use of it, so
+    the step is then met and the person goes on to the authorization request."""
+    browser = Browser()
+    sign_in_without_factor(browser, user)
+    url = authorize_url(confidential, scope="openid", acr_values="mfa")
+    step = f"/login/verify/?{urlencode({'acr': 'mfa', 'next': url})}"
+    page = browser.get(step).content.decode()
+    assert "You have no second factor yet" in page and "/account/factors/totp/?next=" in page
+    enrol_through_the_page(browser)
+    assert browser.get(step)["Location"] == url
+    assert session_row(browser).amr == ["pwd", "otp", "mfa"]
