@@ -4,6 +4,8 @@ authenticator (CDP WebAuthn domain: ctap2, internal transport, resident keys, us
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 
@@ -12,8 +14,18 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from accounts.models import Passkey, UserSession
+from tests.accounts.test_factors import enrolled
 from tests.e2e.conftest import DESKTOP_CHROME, signed_in
+from tests.e2e.test_authorize_browser import (  # noqa: F401 - browsing is a fixture
+    authorize_path,
+    browsing,
+    exchange,
+    register,
+    sign_in_when_asked,
+)
 from tests.factories import PASSWORD, UserFactory
+from tests.tokens.conftest import pkce_pair
+from tokens.models import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -153,3 +165,28 @@ def test_a_passkey_as_the_second_factor_after_the_password(new_context, live_ser
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
     newest = UserSession.objects.filter(user=user, revoked_at__isnull=True).latest("created")
     assert newest.amr == ["pwd", "hwk", "mfa"]
+
+
+def test_step_up_in_an_authorization_request_ends_on_the_client_with_acr_mfa(
+    browsing,  # noqa: F811 - the fixture imported above
+    live_server,
+):
+    """acr_values=mfa, a first-party client (no consent page): password, then the code, and the
+    factor step's answer is a redirect chain to the client, which CSP form-action must allow."""
+    user = UserFactory()
+    secret = enrolled(user)
+    client, client_secret = register(consent=Client.Consent.SKIP)
+    verifier, challenge = pkce_pair()
+    page = browsing.page
+    page.goto(authorize_path(client, challenge, "st-1") + "&acr_values=mfa")
+    sign_in_when_asked(page, live_server, user.username)
+    expect(page.get_by_role("heading", name="One more step")).to_be_visible()
+    page.get_by_label("Code from your authenticator app").fill(
+        pyotp.TOTP(secret).at(time.time() + 30)
+    )
+    page.get_by_role("button", name="Verify").click()
+    answer = browsing.callback()  # fails at once on a CSP violation on the way
+    assert answer["state"] == "st-1"
+    token = exchange(live_server, client, client_secret, answer["code"], verifier)
+    claims = json.loads(base64.urlsafe_b64decode(token["id_token"].split(".")[1] + "=="))
+    assert (claims["acr"], claims["amr"]) == ("mfa", ["pwd", "otp", "mfa"])
