@@ -8,7 +8,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 
-from accounts.models import SecurityEvent, User, UserSession
+from accounts import factors
+from accounts.models import Passkey, SecurityEvent, User, UserSession
 from tokens import revocation
 
 EndedBy = UserSession.EndedBy
@@ -57,7 +58,12 @@ class UserAdmin(DjangoUserAdmin):
         "live_sessions",
     )
     inlines = [SessionInline]
-    actions = ["deactivate_users"]
+    fieldsets = (
+        *DjangoUserAdmin.fieldsets,
+        ("Second factors", {"fields": ("second_factors",)}),
+    )
+    readonly_fields = ("second_factors",)
+    actions = ["deactivate_users", "reset_factors"]
     change_form_template = "admin/accounts/user/change_form.html"
 
     def get_queryset(self, request):
@@ -67,6 +73,20 @@ class UserAdmin(DjangoUserAdmin):
             super()
             .get_queryset(request)
             .annotate(live_session_count=Count("browser_sessions", filter=live))
+        )
+
+    @admin.display(description="second factors")
+    def second_factors(self, user: User) -> str:
+        # The TOTP secret is encrypted and never shown; to take factors away, use the action
+        # "Reset second factors" on the list of users.
+        passkeys = [
+            f"{p.name} (last used {p.last_used_at:%Y-%m-%d})" if p.last_used_at else p.name
+            for p in Passkey.objects.filter(user=user)
+        ]
+        return (
+            f"authenticator app: {'on' if factors.has_totp(user) else 'off'}; "
+            f"recovery codes left: {factors.recovery_codes_left(user)}; "
+            f"passkeys: {', '.join(passkeys) or 'none'}"
         )
 
     @admin.display(description="live sessions", ordering="live_session_count")
@@ -117,6 +137,19 @@ class UserAdmin(DjangoUserAdmin):
                 user, by=EndedBy.OPERATOR, actor_user=request.user, request=request
             )
         self.message_user(request, f"Deactivated {queryset.count()} user(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Reset second factors (authenticator app, recovery codes, passkeys)",
+        permissions=["change"],
+    )
+    def reset_factors(self, request, queryset) -> None:
+        # For a person who lost their phone or keys: they sign in with the password and enrol
+        # again. Each reset is a security event naming the operator.
+        for user in queryset:
+            factors.reset_factors(user, operator=request.user, request=request)
+        self.message_user(
+            request, f"Reset the second factors of {queryset.count()} user(s).", messages.SUCCESS
+        )
 
 
 class SessionStateFilter(admin.SimpleListFilter):

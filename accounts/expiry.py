@@ -5,7 +5,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 
-from accounts.models import LoginCounter, UserSession
+from accounts.models import LoginCounter, TotpDevice, UserSession
 from authserver.janitor import Kind
 from tokens import revocation
 
@@ -44,4 +44,14 @@ LOGIN_COUNTERS = Kind(
     since="expires",
 )
 
-KINDS = (SESSIONS, LOGIN_COUNTERS)
+TOTP_ENROLMENTS = Kind(
+    name="totp_enrolments",
+    label="authenticator-app enrolments never confirmed",
+    task_name="accounts.expire_totp_enrolments",
+    model=TotpDevice,
+    # A day to type the first code is plenty; an abandoned secret should not sit there.
+    stale=lambda now: Q(confirmed_at__isnull=True, created__lt=now - timedelta(days=1)),
+    since="created",
+)
+
+KINDS = (SESSIONS, LOGIN_COUNTERS, TOTP_ENROLMENTS)

@@ -82,6 +82,19 @@ class LoginForm(AuthenticationForm):
         return self.cleaned_data
 
 
+class FactorCodeForm(forms.Form):
+    """A code from an authenticator app, or a recovery code."""
+
+    code = forms.CharField(
+        label="Code",
+        max_length=32,
+        strip=True,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "autocapitalize": "none", "spellcheck": "false"}
+        ),
+    )
+
+
 class PasswordResetForm(DjangoPasswordResetForm):
     """Django's reset form; it answers the same whether or not the address is known."""
 

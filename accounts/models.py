@@ -185,6 +185,12 @@ class SecurityEvent(models.Model):
         TOKENS_REVOKED = "tokens_revoked", "tokens revoked"
         CLIENT_DEACTIVATED = "client_deactivated", "client deactivated"
         TOKEN_EXCHANGED = "token_exchanged", "token exchanged (RFC 8693)"
+        FACTOR_ADDED = "factor_added", "second factor added"
+        FACTOR_REMOVED = "factor_removed", "second factor removed"
+        FACTORS_RESET = "factors_reset", "all factors reset"
+        FACTOR_FAILED = "factor_failed", "second factor failed"
+        RECOVERY_CODE_USED = "recovery_code_used", "recovery code used"
+        PASSKEY_CLONED = "passkey_cloned", "passkey counter went back (cloned?)"
 
     Actor = UserSession.EndedBy
 
@@ -220,3 +226,74 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.created:%Y-%m-%d %H:%M:%S})"
+
+
+class TotpDevice(models.Model):
+    """An authenticator app (RFC 6238) of a person. The shared secret is stored encrypted (see
+    accounts/factors.py) and never shown again after enrolment. A row without ``confirmed_at``
+    is an enrolment in progress: it counts for nothing until a first valid code confirms it."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="totp_devices")
+    encrypted_secret = models.TextField(editable=False)
+    created = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_used_step = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="RFC 6238 §5.2: the last accepted time step; no code of it or before is taken.",
+    )
+
+    class Meta:
+        verbose_name = "authenticator app"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(confirmed_at__isnull=False),
+                name="accounts_totp_one_confirmed",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"authenticator app of {self.user_id}"
+
+
+class RecoveryCode(models.Model):
+    """A one-time recovery code, stored as a keyed SHA-256 (they are random, generated here)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="recovery_codes")
+    digest = models.CharField(max_length=64, editable=False)
+    created = models.DateTimeField(default=timezone.now)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "digest"], name="accounts_recovery_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery code {self.pk} of {self.user_id}"
+
+
+class Passkey(models.Model):
+    """A WebAuthn credential (a passkey) registered by a person."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="passkeys")
+    name = models.CharField(max_length=100)
+    credential_id = models.CharField(max_length=1400, unique=True, help_text="base64url")
+    user_handle = models.CharField(
+        max_length=100, editable=False, help_text="WebAuthn user.id (base64url), random."
+    )
+    public_key = models.BinaryField(editable=False)
+    sign_count = models.BigIntegerField(
+        default=0, help_text="WebAuthn §6.1.1: a count that goes back means a cloned key."
+    )
+    synced = models.BooleanField(
+        default=False, help_text="Backed up by its provider (WebAuthn BS flag): amr swk, not hwk."
+    )
+    transports = models.JSONField(default=list, blank=True)
+    aaguid = models.CharField(max_length=36, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"passkey {self.name!r} of {self.user_id}"

@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.core.mail import send_mail
 
-from accounts.expiry import LOGIN_COUNTERS, SESSIONS
+from accounts.expiry import LOGIN_COUNTERS, SESSIONS, TOTP_ENROLMENTS
 from authserver.janitor import make_task
 
 
@@ -17,3 +17,4 @@ def send_email(subject: str, body: str, from_email: str, recipients: list[str]) 
 
 expire_sessions = make_task(SESSIONS)
 expire_login_counters = make_task(LOGIN_COUNTERS)
+expire_totp_enrolments = make_task(TOTP_ENROLMENTS)

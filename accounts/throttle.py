@@ -42,14 +42,17 @@ class Attempt:
 
 
 def _subjects(
-    identifier: str, ip: str | None, account_id: int | None
+    identifier: str, ip: str | None, account_id: int | None, factor: str = ""
 ) -> list[tuple[str, str, int]]:
     # One counter per existing account, however it is named (username or email); otherwise the
     # name as typed. "\0" cannot be typed (forms refuse NUL), so the two never collide.
     subject = f"\0{account_id}" if account_id is not None else identifier.strip().lower()
-    subjects = [("account", subject, settings.LOGIN_FAILURE_LIMIT)]
+    # A second factor has counters of its own: a correct password clears the password counter,
+    # and must not give back the guesses at a code.
+    suffix = f"\0{factor}" if factor else ""
+    subjects = [("account", subject + suffix, settings.LOGIN_FAILURE_LIMIT)]
     if ip:
-        subjects.append(("ip", ip, settings.LOGIN_FAILURE_LIMIT_PER_IP))
+        subjects.append(("ip", ip + suffix, settings.LOGIN_FAILURE_LIMIT_PER_IP))
     return subjects
 
 
@@ -134,10 +137,13 @@ def _window(kind: str, subject: str) -> int:
     return min(settings.LOGIN_FAILURE_WINDOW * 2 ** min(strikes, 10), _MAX_WINDOW)
 
 
-def begin(identifier: str, ip: str | None, account_id: int | None = None) -> Attempt:
-    """Reserve this attempt on every counter; the password may be checked only if ``allowed``."""
+def begin(
+    identifier: str, ip: str | None, account_id: int | None = None, *, factor: str = ""
+) -> Attempt:
+    """Reserve this attempt on every counter; the password (or, with ``factor``, that second
+    factor's code) may be checked only if ``allowed``."""
     attempt = Attempt()
-    for kind, subject, limit in _subjects(identifier, ip, account_id):
+    for kind, subject, limit in _subjects(identifier, ip, account_id, factor):
         n = _increment(_key("count", kind, subject), _window(kind, subject))
         attempt.counters.append((kind, subject, n, limit))
         if n > limit:

@@ -13,6 +13,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from accounts import factors
 from accounts.forms import LoginForm, PasswordResetForm
 from accounts.models import UserSession
 from tokens import revocation
@@ -44,6 +45,10 @@ class LoginView(auth_views.LoginView):
         return {**super().get_context_data(**kwargs), "reauthenticating": self.reauthenticating}
 
     def form_valid(self, form):
+        if factors.has_second_factor(form.get_user()):
+            # Not signed in yet: the session only remembers, briefly, whose password was right.
+            factors.begin_pending_sign_in(self.request, form.get_user(), self.get_redirect_url())
+            return redirect("accounts:login_factor")
         current = self.request.user
         if current.is_authenticated and current.pk != form.get_user().pk:
             # Someone else signs in on this browser: the previous login ends properly (tokens,

@@ -90,6 +90,11 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="47"),
         "options": {"expires": 50 * 60},
     },
+    "accounts-expire-totp-enrolments": {
+        "task": "accounts.expire_totp_enrolments",
+        "schedule": crontab(hour="4", minute="41"),
+        "options": {"expires": 6 * 3600},
+    },
     "tokens-resend-logout-deliveries": {
         "task": "tokens.resend_logout_deliveries",
         "schedule": crontab(minute="*/5"),

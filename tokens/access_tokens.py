@@ -43,12 +43,15 @@ def issue(
     sid: str = "",
     auth_time: int | None = None,
     jkt: str = "",
+    acr: str = "",
+    amr: list[str] | None = None,
     extra_claims: dict | None = None,
     lifetime: int | None = None,
 ) -> AccessToken:
     """Sign an access token with the active key. ``sub`` is the person, or the client itself
     when no person is involved (client credentials, RFC 9068 §2.2). ``jkt``: the thumbprint of
-    the DPoP key the token is bound to (RFC 9449 §6.1, ``cnf``). ``extra_claims`` add to or
+    the DPoP key the token is bound to (RFC 9449 §6.1, ``cnf``). ``acr`` and ``amr`` say how
+    the person signed in (RFC 9068 §2.2.1), as in the ID token. ``extra_claims`` add to or
     replace the standard ones (token exchange: a narrower ``aud``, ``act``); ``lifetime``, when
     given, is used instead of the client's (token exchange: never past the subject token)."""
     now = int(time.time())
@@ -73,6 +76,10 @@ def issue(
         claims["cnf"] = {"jkt": jkt}
     if extra_claims:
         claims.update(extra_claims)
+    if acr:
+        claims["acr"] = acr
+    if amr:
+        claims["amr"] = list(amr)
     kid, key = keys.signing_key()
     header = {"alg": settings.ACCESS_TOKEN_SIGNING_ALG, "typ": "at+jwt", "kid": kid}
     return AccessToken(

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from accounts import assurance
 from accounts.models import SecurityEvent
 from tokens import clients, logout, revocation, scopes
 from tokens.models import (
@@ -32,6 +33,13 @@ class ClientForm(forms.ModelForm):
         required=False,
         help_text="None ticked: what the grant types can use (authorization code: openid, "
         "profile, email; with refresh token also offline_access; client credentials: none).",
+    )
+    default_acr_values = forms.MultipleChoiceField(
+        choices=[(acr, acr) for acr in assurance.LEVELS],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="Levels asked for when a request names none (OIDC Registration §2); people "
+        "without the factor still get in. To insist, use Require.",
     )
     backchannel_logout_uri = forms.URLField(
         assume_scheme="https",
@@ -66,7 +74,7 @@ class ClientForm(forms.ModelForm):
             "post_logout_redirect_uris", "backchannel_logout_uri",
             "backchannel_logout_session_required", "token_exchange_audiences",
             "token_exchange_scopes", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
-            "is_active",
+            "required_acr", "default_acr_values", "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):

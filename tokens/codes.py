@@ -34,6 +34,7 @@ def save_authorization_code(
     code_challenge_method: str = "",
     amr: list[str] | None = None,
     dpop_jkt: str = "",
+    acr: str = "",
 ) -> AuthorizationCode:
     now = timezone.now()
     return AuthorizationCode.objects.create(
@@ -49,6 +50,7 @@ def save_authorization_code(
         auth_time=auth_time,
         amr=amr or [],
         dpop_jkt=dpop_jkt,
+        acr=acr,
         created=now,
         expires=now + timedelta(seconds=settings.AUTHORIZATION_CODE_LIFETIME),
     )

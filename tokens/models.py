@@ -168,6 +168,26 @@ class Client(models.Model):
         db_default=False,
         help_text="RFC 9449 §5.2: every token request of this client must carry a DPoP proof.",
     )
+    # --- Sign-in strength (accounts/assurance.py: pwd < mfa < phr) ---
+    default_acr_values = models.JSONField(
+        "default acr values",
+        default=list,
+        blank=True,
+        help_text="OIDC Registration §2: levels asked for when a request names none "
+        '(e.g. ["mfa"]); people without such a factor still get in, at the level they reach.',
+    )
+    required_acr = models.CharField(
+        "require",
+        max_length=8,
+        blank=True,
+        choices=[
+            ("", "a password is enough"),
+            ("mfa", "two factors (mfa)"),
+            ("phr", "a passkey (phr, phishing-resistant)"),
+        ],
+        help_text="Never give this client a weaker sign-in: people without the factor are "
+        "refused (unmet_authentication_requirements).",
+    )
     metadata = models.JSONField(
         default=dict,
         blank=True,
@@ -383,6 +403,7 @@ class AuthorizationCode(models.Model):
         db_default="",
         help_text="RFC 9449 §10: the thumbprint of the key the exchange's DPoP proof must use.",
     )
+    acr = models.CharField(max_length=8, blank=True, help_text="The level the sign-in reached.")
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
@@ -410,8 +431,7 @@ class AuthorizationCode(models.Model):
         return int(self.auth_time.timestamp()) if self.auth_time else None
 
     def get_acr(self) -> str | None:
-        # "1": the person authenticated with a password, in this session (no step-up methods yet).
-        return "1" if self.auth_time else None
+        return self.acr or None
 
     def get_amr(self) -> list[str] | None:
         return self.amr or None
@@ -564,6 +584,9 @@ class RefreshToken(models.Model):
     )
     scope = models.TextField(blank=True)
     auth_time = models.DateTimeField(null=True, blank=True)
+    acr = models.CharField(max_length=8, blank=True, help_text="Of the sign-in it came from.")
+    # Space-separated, not JSON: the hot path's hand-prepared SELECT reads it without converters.
+    amr = models.CharField(max_length=64, blank=True, help_text="Of the sign-in it came from.")
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True, help_text="Idle expiry, never past the family's.")
     family_expires = models.DateTimeField(

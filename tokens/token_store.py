@@ -33,7 +33,7 @@ from tokens.models import RefreshToken, RevokedAccessToken
 
 # The columns find() reads: everything the refresh grant and the rules need, nothing more.
 FIND_COLUMNS = (
-    "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "expires",
+    "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "acr", "amr", "expires",
     "family_expires", "rotated_at", "revoked_at", "dpop_jkt",
 )  # fmt: skip
 

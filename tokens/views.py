@@ -12,6 +12,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oidc.core.errors import (
     ConsentRequiredError,
+    InteractionRequiredError,
     LoginRequiredError,
     RequestNotSupportedError,
     RequestURINotSupportedError,
@@ -32,7 +33,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from accounts.sessions import AUTH_TIME_KEY
+from accounts import assurance, factors
+from accounts.sessions import AMR_KEY, AUTH_TIME_KEY
 from tokens import consent, cors, dpop, keys, pushed_requests
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth import required
@@ -293,6 +295,8 @@ def _authorization_request(request: HttpRequest) -> HttpResponse:
         if "none" in oidc.prompts:
             return _error_back(request, grant, LoginRequiredError)
         return _redirect_to_sign_in(request, user, oidc)
+    if stop := _step_up(request, grant, user, oidc):
+        return stop
 
     client, scopes = grant.client, (grant.request.scope or "").split()
     if request.method == "POST":
@@ -329,6 +333,39 @@ def _needs_authentication(request: HttpRequest, user, oidc: OidcParameters) -> b
         auth_time = request.session.get(AUTH_TIME_KEY)
         return not auth_time or time.time() - auth_time > oidc.max_age
     return False
+
+
+class UnmetAuthenticationRequirementsError(OAuth2Error):
+    """OpenID Connect Core Error Code unmet_authentication_requirements 1.0: the essential
+    sign-in strength (OIDC Core §5.5.1.1, or the client's own requirement) cannot be met."""
+
+    error = "unmet_authentication_requirements"
+    description = "This sign-in cannot reach the required authentication level."
+
+
+def _step_up(request: HttpRequest, grant, user, oidc: OidcParameters) -> HttpResponse | None:
+    """``acr_values``, an essential ``acr`` claim or the client's requirement ask for a stronger
+    sign-in than this session's: ask for the missing factor (not a new sign-in). When the person
+    has no such factor, an essential level is an error; a voluntary one gets the best reached."""
+    client = grant.client
+    wanted = assurance.requested(
+        request.GET.get("acr_values"),
+        request.GET.get("claims"),
+        default_acr_values=client.default_acr_values,
+        required_acr=client.required_acr,
+    )
+    if wanted.met_by(request.session.get(AMR_KEY, [])):
+        return None  # (always, at no cost, for clients that ask for nothing)
+    reachable = next((acr for acr in wanted.values if factors.can_reach(user, acr)), None)
+    if reachable is None:
+        if wanted.essential:
+            return _error_back(request, grant, UnmetAuthenticationRequirementsError)
+        return None
+    if "none" in oidc.prompts:
+        # OIDC Core §3.1.2.6: the request needs the person to do something.
+        return _error_back(request, grant, InteractionRequiredError)
+    query = urlencode({"acr": reachable, "next": request.get_full_path()})
+    return HttpResponseRedirect(f"{reverse('accounts:login_factor')}?{query}")
 
 
 def _redirect_to_sign_in(request: HttpRequest, user, oidc: OidcParameters) -> HttpResponse:

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.test import Client as Browser
 from django.utils import timezone
 
-from accounts.models import UserSession
+from accounts.models import TotpDevice, UserSession
 from authserver import janitor
 from authserver.celery import app
 from tests.conftest import another_machine_holds
@@ -310,3 +310,14 @@ def test_clients_survive_every_kind(world):
     for kind in janitor.kinds():
         purge(kind, now=NOW + 400 * DAY)
     assert Client.objects.count() == 1
+
+
+def test_unconfirmed_totp_enrolments_go_after_a_day_confirmed_ones_stay(world):
+    user, _ = world
+    abandoned = TotpDevice.objects.create(user=user, encrypted_secret="x")
+    TotpDevice.objects.filter(pk=abandoned.pk).update(created=NOW - 2 * DAY)
+    fresh = TotpDevice.objects.create(user=user, encrypted_secret="y")
+    confirmed = TotpDevice.objects.create(user=user, encrypted_secret="z", confirmed_at=NOW)
+    TotpDevice.objects.filter(pk=confirmed.pk).update(created=NOW - 30 * DAY)
+    janitor.purge(janitor.kinds()["totp_enrolments"])
+    assert not exists(abandoned) and exists(fresh) and exists(confirmed)

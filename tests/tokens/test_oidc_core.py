@@ -357,7 +357,7 @@ def test_the_code_flow_with_openid_returns_an_id_token_a_relying_party_can_valid
     assert claims["nonce"] == "n-0S6_WzA2Mj"
     assert claims["at_hash"] == left_half_hash(body["access_token"])
     assert claims["sid"] == session_row(logged_in_client).sid
-    assert claims["acr"] == "1"
+    assert claims["acr"] == "pwd"  # a password only (accounts/assurance.py)
     assert claims["amr"] == ["pwd"]
 
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tokens', '0007_dpop'),
+        ('tokens', '0009_client_acr'),
     ]
 
     operations = [

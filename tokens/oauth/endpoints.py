@@ -103,6 +103,8 @@ class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
                 "sid",
                 "auth_time",
                 "act",  # RFC 8693 §4.1: who acts for the subject (token exchange)
+                "acr",
+                "amr",
             )
             introspected = {
                 "active": True,

@@ -26,6 +26,7 @@ from authlib.oauth2.rfc8628.errors import (
     SlowDownError,
 )
 
+from accounts import assurance
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from authserver.metrics import TOKENS_ISSUED
 from tokens import access_tokens, codes, device_codes, dpop, refresh_tokens
@@ -111,11 +112,16 @@ class IssuesTokens:
         """(sid, auth_time) of the browser session behind this grant; none by default."""
         return "", None
 
+    def assurance_context(self) -> tuple[str, list[str]]:
+        """(acr, amr) of the sign-in behind this grant (RFC 9068 §2.2.1); none by default."""
+        return "", []
+
     def generate_token(
         self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True
     ):
         sid, auth_time = self.token_context()
         proof = dpop_proof(self.request)
+        acr, amr = self.assurance_context()
         access = access_tokens.issue(
             client=self.request.client,
             user=user,
@@ -123,6 +129,8 @@ class IssuesTokens:
             sid=sid,
             auth_time=auth_time,
             jkt=proof.jkt if proof is not None else "",
+            acr=acr,
+            amr=amr,
         )
         self.request.issued_access = access
         TOKENS_ISSUED.labels(self.GRANT_TYPE).inc()
@@ -173,6 +181,13 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
         session = request.django_request.session
         auth_time = session.get(AUTH_TIME_KEY)
         data = request.payload.data
+        amr = session.get(AMR_KEY, [])
+        wanted = assurance.requested(
+            data.get("acr_values"),
+            data.get("claims"),
+            default_acr_values=request.client.default_acr_values,
+            required_acr=request.client.required_acr,
+        )
         codes.save_authorization_code(
             code,
             client=request.client,
@@ -184,8 +199,9 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
             nonce=data.get("nonce") or "",
             code_challenge=data.get("code_challenge") or "",
             code_challenge_method=data.get("code_challenge_method") or "",
-            amr=session.get(AMR_KEY, []),
             dpop_jkt=requested_jkt(request),
+            amr=amr,
+            acr=wanted.chosen(amr) or "",
         )
 
     def validate_authorization_request(self):
@@ -226,6 +242,10 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
     def token_context(self):
         code = self.request.authorization_code
         return code.sid, code.get_auth_time()
+
+    def assurance_context(self):
+        code = self.request.authorization_code
+        return code.acr, code.amr
 
 
 class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
@@ -278,6 +298,10 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
     def token_context(self):
         row = self.request.refresh_token
         return row.sid, int(row.auth_time.timestamp()) if row.auth_time else None
+
+    def assurance_context(self):
+        row = self.request.refresh_token
+        return row.acr, row.amr.split()
 
 
 class ClientCredentialsGrant(IssuesTokens, grants.ClientCredentialsGrant):

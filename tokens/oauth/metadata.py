@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 
+from accounts import assurance
 from tokens import dpop, scopes
 from tokens.models import Client
 from tokens.oauth.oidc import ID_TOKEN_ALGORITHMS, SCOPE_CLAIMS
@@ -61,6 +62,7 @@ def provider_metadata() -> dict:
             }
             | {claim for claims in SCOPE_CLAIMS.values() for claim in claims}
         ),
+        "acr_values_supported": list(assurance.LEVELS),
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "claims_parameter_supported": False,
         "request_parameter_supported": False,

@@ -33,6 +33,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts import assurance
 from tokens import clients, revocation, scopes
 from tokens.models import Client, redirect_uri_problem, token_digest
 from tokens.oauth.metadata import provider_metadata
@@ -194,6 +195,12 @@ def client_fields(metadata: dict) -> dict:
         "consent": Client.Consent.REMEMBER,
         "metadata": {name: metadata[name] for name in KEPT_AS_IS if name in metadata},
     }
+    acr_values = metadata.get("default_acr_values") or []
+    if set(acr_values) - set(assurance.LEVELS):
+        raise InvalidClientMetadataError(
+            f"default_acr_values may hold only {', '.join(assurance.LEVELS)}."
+        )
+    fields["default_acr_values"] = acr_values
     if fields["id_token_signed_response_alg"] not in ("RS256", "ES256"):
         raise InvalidClientMetadataError("id_token_signed_response_alg must be RS256 or ES256.")
     return fields
@@ -233,6 +240,8 @@ def describe(client: Client) -> dict:
         "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         **client.metadata,
     }
+    if client.default_acr_values:
+        body["default_acr_values"] = client.default_acr_values
     if client.backchannel_logout_uri:
         body["backchannel_logout_uri"] = client.backchannel_logout_uri
         body["backchannel_logout_session_required"] = client.backchannel_logout_session_required

@@ -109,11 +109,14 @@ class AuthorizationServer(DjangoAuthorizationServer):
         if parent is not None:
             # RFC 6749 §6: a new refresh token has exactly the scope of the one it replaces.
             scope, sid, auth_time = parent.scope, parent.sid, parent.auth_time
+            acr, amr = parent.acr, parent.amr
         elif code is not None:
             scope, sid, auth_time = code.scope, code.sid, code.auth_time
+            acr, amr = code.acr, " ".join(code.amr)
         else:  # RFC 8628: the device authorization the person approved
             device = request.credential
             scope, sid, auth_time = device.scope, device.sid, device.auth_time
+            acr, amr = "", ""  # the device row does not record how the person signed in
         refresh_tokens.store_refresh_token(
             refresh_token,
             client=request.client,
@@ -121,6 +124,8 @@ class AuthorizationServer(DjangoAuthorizationServer):
             scope=scope,
             sid=sid,
             auth_time=auth_time,
+            acr=acr,
+            amr=amr,
             access=request.issued_access,
             parent=parent,
             code=code,
