@@ -253,11 +253,15 @@ def test_nothing_unsupported_is_advertised():
     assert data["response_types_supported"] == ["code"]
     for response_type in data["response_types_supported"]:
         assert "token" not in response_type.split() and "id_token" not in response_type.split()
-    assert set(data["grant_types_supported"]) == {
-        "authorization_code",
-        "refresh_token",
-        "client_credentials",
-    }
+    assert (
+        set(data["grant_types_supported"])
+        == {
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",  # RFC 8693, tests/tokens/test_token_exchange.py
+        }
+    )
     assert "implicit" not in data["grant_types_supported"]
     assert "password" not in data["grant_types_supported"]
     assert data["response_modes_supported"] == ["query"]
