@@ -260,6 +260,7 @@ def test_nothing_unsupported_is_advertised():
         "refresh_token",
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:device_code",  # RFC 8628
+        "urn:ietf:params:oauth:grant-type:token-exchange",  # RFC 8693
     }
     assert "implicit" not in data["grant_types_supported"]
     assert "password" not in data["grant_types_supported"]
