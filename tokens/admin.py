@@ -42,6 +42,19 @@ class ClientForm(forms.ModelForm):
         required=False,
         help_text="Exact URIs the client may send people to after logout, one per line.",
     )
+    jwks_uri = forms.URLField(
+        assume_scheme="https",
+        required=False,
+        max_length=500,
+        label="JWKS URI",
+        help_text="Where the client publishes its public keys (private_key_jwt, signed request "
+        "objects). Or paste the keys into JWKS; not both.",
+    )
+    request_uris = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        required=False,
+        help_text="Exact https URLs the client may pass as request_uri, one per line.",
+    )
 
     class Meta:
         model = Client
@@ -49,7 +62,9 @@ class ClientForm(forms.ModelForm):
             "name", "client_type", "token_endpoint_auth_method", "redirect_uris", "grant_types",
             "allowed_scopes", "consent", "access_token_lifetime", "refresh_token_lifetime",
             "refresh_token_idle_lifetime", "id_token_signed_response_alg", "post_logout_redirect_uris",
-            "backchannel_logout_uri", "backchannel_logout_session_required", "is_active",
+            "backchannel_logout_uri", "backchannel_logout_session_required",
+            "userinfo_signed_response_alg", "jwks", "jwks_uri", "token_endpoint_auth_signing_alg",
+            "request_object_signing_alg", "request_uris", "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
@@ -63,6 +78,7 @@ class ClientForm(forms.ModelForm):
             self.initial["post_logout_redirect_uris"] = "\n".join(
                 self.instance.post_logout_redirect_uris
             )
+            self.initial["request_uris"] = "\n".join(self.instance.request_uris)
 
     @staticmethod
     def _lines(value: str) -> list[str]:
@@ -73,6 +89,12 @@ class ClientForm(forms.ModelForm):
 
     def clean_post_logout_redirect_uris(self) -> list[str]:
         return self._lines(self.cleaned_data["post_logout_redirect_uris"])
+
+    def clean_request_uris(self) -> list[str]:
+        return self._lines(self.cleaned_data["request_uris"])
+
+    def clean_jwks(self) -> dict:
+        return self.cleaned_data["jwks"] or {}
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -108,9 +130,9 @@ class ClientAdmin(admin.ModelAdmin):
         if not change:
             obj.client_id = clients.new_client_id()
             request._new_client_secret = obj.set_new_secret()
-        elif "client_type" in form.changed_data:
-            # A public client keeps no secret; one turned confidential gets a fresh one (never
-            # the secret it may have had before).
+        elif {"client_type", "token_endpoint_auth_method"} & set(form.changed_data):
+            # A public or private_key_jwt client keeps no secret; one turned to a secret method
+            # gets a fresh one (never the secret it may have had before).
             request._new_client_secret = obj.set_new_secret()
         super().save_model(request, obj, form, change)
         if deactivating:

@@ -135,7 +135,7 @@ def _basic_credentials_problem(request: HttpRequest) -> JsonResponse | None:
     return None
 
 
-_SECRETS = ("client_secret", "code", "code_verifier", "refresh_token", "token")
+_SECRETS = ("client_secret", "client_assertion", "code", "code_verifier", "refresh_token", "token")
 
 
 @csrf_exempt  # clients authenticate with credentials, not cookies

@@ -16,6 +16,9 @@ from tokens import access_tokens, codes, refresh_tokens
 from tokens.oauth.registration import error_text
 
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
+# private_key_jwt last: tried only when no secret method authenticated the request, and it
+# returns at once without a client_assertion, so secret-based clients pay nothing for it.
+KEY_METHODS = ["private_key_jwt"]
 
 
 class IssuesTokens:
@@ -64,7 +67,7 @@ class IssuesTokens:
 
 
 class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
 
     def save_authorization_code(self, code: str, request) -> None:
         session = request.django_request.session
@@ -106,7 +109,7 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def authenticate_refresh_token(self, refresh_token: str):
@@ -135,7 +138,7 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
 class ClientCredentialsGrant(IssuesTokens, grants.ClientCredentialsGrant):
     """Tokens for the client itself: a signed JWT, no row written (RFC 6749 §4.4)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, *KEY_METHODS]
 
 
 class S256CodeChallenge(CodeChallenge):
