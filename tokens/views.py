@@ -12,12 +12,7 @@ from urllib.parse import urlencode, urlsplit
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from authlib.oidc.core.errors import (
-    ConsentRequiredError,
-    LoginRequiredError,
-    RequestNotSupportedError,
-    RequestURINotSupportedError,
-)
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from django.conf import settings
 from django.core.exceptions import (
     BadRequest,
@@ -26,7 +21,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
 )
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -35,8 +30,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from accounts.sessions import AUTH_TIME_KEY
-from tokens import consent, cors, keys
+from tokens import clients, consent, cors, keys
 from tokens.csp import form_action_policy, redirect_origin
+from tokens.oauth import request_objects
 from tokens.oauth.oidc import read_id_token
 from tokens.oauth.registration import error_text
 from tokens.oauth.server import get_server
@@ -229,7 +225,19 @@ def _posted_authorization_request(request: HttpRequest) -> HttpResponse:
 
 @csrf_protect
 def _authorization_request(request: HttpRequest) -> HttpResponse:
-    if problem := _authorize_parameter_problem(request):
+    if problem := _parameter_shape_problem(request.GET):
+        return _error_page(request, problem)
+    if request_objects.carries_request_object(request.GET):
+        # OIDC Core §6 / RFC 9101: from here on the request is what its request object says.
+        # (The consent form posts back to the original URL, which is resolved again.)
+        client = clients.active_client(request.GET.get("client_id"))
+        try:
+            effective = request_objects.resolve(request.GET, client)
+        except OAuth2Error as error:
+            return _authorization_error(request, error)
+        request.GET = QueryDict(mutable=True)
+        request.GET.update(effective)
+    if problem := _openid_redirect_problem(request.GET):
         return _error_page(request, problem)
     server = get_server()
     user = request.user if request.user.is_authenticated else None
@@ -266,11 +274,6 @@ def _oidc_parameters(request: HttpRequest, grant) -> OidcParameters:
     def invalid(description: str) -> InvalidRequestError:
         return InvalidRequestError(description, redirect_uri=grant.redirect_uri, state=state)
 
-    # OIDC Core §6: request objects are not supported (and not advertised); say so, never ignore.
-    if "request" in params:
-        raise RequestNotSupportedError(redirect_uri=grant.redirect_uri, state=state)
-    if "request_uri" in params:
-        raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri, state=state)
     prompts = frozenset((params.get("prompt") or "").split())
     if prompts - PROMPTS or ("none" in prompts and len(prompts) > 1):
         raise invalid(
@@ -328,13 +331,17 @@ def _error_back(request: HttpRequest, grant, error_class) -> HttpResponse:
     return _authorization_error(request, error)
 
 
-def _authorize_parameter_problem(request: HttpRequest) -> str | None:
-    for name, values in request.GET.lists():
+def _parameter_shape_problem(params: QueryDict) -> str | None:
+    for name, values in params.lists():
         if len(values) > 1:
             return f"The parameter '{name[:40]}' was sent more than once (RFC 6749 §3.1)."
         if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH:
             return f"The parameter '{name[:40]}' is too long."
-    if "openid" in request.GET.get("scope", "").split() and not request.GET.get("redirect_uri"):
+    return None
+
+
+def _openid_redirect_problem(params: QueryDict) -> str | None:
+    if "openid" in params.get("scope", "").split() and not params.get("redirect_uri"):
         # OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an authentication request (RFC 6749
         # §3.1.2.3 lets a plain OAuth request omit it when one URI is registered). Nowhere to
         # send an error to, so an error page (§3.1.2.6, RFC 6749 §4.1.2.1).

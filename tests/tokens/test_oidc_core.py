@@ -309,27 +309,19 @@ def test_what_is_not_advertised_does_not_work(logged_in_client, confidential, us
     )
 
 
-@pytest.mark.parametrize(
-    ("parameter", "error"),
-    [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")],
-)
-def test_a_request_object_is_refused_since_none_is_advertised(
-    logged_in_client, confidential, parameter, error
-):
-    """OIDC Core §6: request_parameter_supported / request_uri_parameter_supported are false, and
-    "Should an OP not support this parameter and an RP uses it, the OP MUST return the
-    request_not_supported error" (request_uri_not_supported for request_uri; §3.1.2.6)."""
-    value = "eyJhbGciOiJub25lIn0.eyJzY29wZSI6Im9wZW5pZCJ9." if parameter == "request" else REDIRECT
-    url = authorize_url(
-        confidential, scope="openid", challenge=pkce_pair()[1], **{parameter: value}
-    )
-    response = logged_in_client.get(url, secure=True)
-    if response.status_code == 200:  # a consent page would mean the request was accepted
-        response = logged_in_client.post(url, {"decision": "allow"}, secure=True)
-    assert response.status_code == 302
-    params = query(response["Location"])
-    assert "code" not in params, params
-    assert params["error"] == error
+def test_request_objects_are_advertised_with_what_they_may_be_signed_with():
+    """OIDC Discovery §3: request and request_uri are supported (tokens/test_request_objects.py
+    shows each), request_uri only when registered, signed with the asymmetric algorithms we
+    verify client keys with, or unsigned; OIDC Core §15.2 makes request_uri mandatory for
+    dynamic OPs."""
+    data = provider_metadata()
+    assert data["request_parameter_supported"] is True
+    assert data["request_uri_parameter_supported"] is True
+    assert data["require_request_uri_registration"] is True
+    assert set(data["request_object_signing_alg_values_supported"]) == {
+        "RS256", "PS256", "ES256", "Ed25519", "none",
+    }  # fmt: skip
+    assert "RS256" in data["userinfo_signing_alg_values_supported"]
 
 
 def test_claims_supported_lists_every_claim_we_release(logged_in_client, confidential):
