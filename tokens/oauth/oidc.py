@@ -8,6 +8,7 @@ import time
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.grants.util import validate_nonce
 from django.conf import settings
+from joserfc import jwt
 from joserfc.errors import JoseError
 
 from tokens import keys
@@ -86,6 +87,15 @@ class OpenIDCode(oidc_grants.OpenIDCode):
 
     def generate_user_info(self, user, scope: str) -> dict:
         return user_claims(user, scope.split())
+
+
+def signed_userinfo(claims: dict, client) -> str:
+    """OIDC Core §5.3.2: the UserInfo claims as a JWT signed with our key and the client's
+    registered userinfo_signed_response_alg, carrying iss and aud (the client)."""
+    algorithm = client.userinfo_signed_response_alg
+    kid, key = keys.signing_key(algorithm)
+    body = {**claims, "iss": settings.ISSUER, "aud": client.client_id, "iat": int(time.time())}
+    return jwt.encode({"alg": algorithm, "kid": kid, "typ": "JWT"}, body, key)
 
 
 def read_id_token(value: str | None) -> dict | None:
