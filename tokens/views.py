@@ -31,7 +31,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.sessions import AUTH_TIME_KEY
 from tokens import clients, consent, cors, keys
-from tokens.csp import form_action_policy, redirect_origin
+from tokens.csp import form_action_policy, https_origin, redirect_origin, with_image_origin
 from tokens.oauth import request_objects
 from tokens.oauth.oidc import read_id_token
 from tokens.oauth.registration import error_text
@@ -383,6 +383,11 @@ def _error_page(request: HttpRequest, description: str) -> HttpResponse:
 def _consent_page(request: HttpRequest, grant, scopes: list[str]) -> HttpResponse:
     described = [(scope, settings.OAUTH_SCOPES.get(scope, scope)) for scope in scopes]
     redirect = urlsplit(grant.redirect_uri)
+    registered = grant.client.metadata
+    # OpenID Registration §2: logo_uri, policy_uri and tos_uri are shown to the person; only
+    # https ones (a link or image elsewhere could be anything).
+    logo_origin = https_origin(registered.get("logo_uri"))
+    links = {name: registered.get(name) for name in ("policy_uri", "tos_uri")}
     response = render(
         request,
         "tokens/consent.html",
@@ -391,8 +396,14 @@ def _consent_page(request: HttpRequest, grant, scopes: list[str]) -> HttpRespons
             "scopes": described,
             "redirect_host": redirect.netloc or redirect.scheme,
             "action": request.get_full_path(),
+            "logo_uri": registered.get("logo_uri") if logo_origin else None,
+            **{name: uri for name, uri in links.items() if https_origin(uri)},
         },
     )
-    # The answer is a redirect to the client: the client's origin joins form-action here.
-    response["Content-Security-Policy"] = form_action_policy(redirect_origin(grant.redirect_uri))
+    # The answer is a redirect to the client: the client's origin joins form-action here; the
+    # logo's origin joins img-src, on this page only.
+    policy = form_action_policy(redirect_origin(grant.redirect_uri))
+    response["Content-Security-Policy"] = (
+        with_image_origin(policy, logo_origin) if logo_origin else policy
+    )
     return response
