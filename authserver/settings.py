@@ -177,8 +177,9 @@ CLIENT_FETCH_MAX_BYTES = 65_536
 CLIENT_JWKS_CACHE_SECONDS = 300
 CLIENT_JWKS_REFETCH_SECONDS = 10
 # private_key_jwt (RFC 7523 §3): the furthest in the future an assertion may expire, and the
-# clock skew allowed on exp, iat and nbf.
-CLIENT_ASSERTION_MAX_LIFETIME = 300
+# clock skew allowed on exp, iat and nbf. An hour: what Authlib's client signs by default (and
+# Okta's limit); each jti is single use anyway, and is remembered until its assertion expires.
+CLIENT_ASSERTION_MAX_LIFETIME = 3600
 CLIENT_ASSERTION_LEEWAY = 30
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.
