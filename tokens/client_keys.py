@@ -20,7 +20,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError
+from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from tokens import outbound
@@ -71,7 +71,7 @@ def key_set(client: Client, *, refetch: bool = False) -> KeySet:
     """The client's public keys. ``refetch``: the cached set lacked a kid; fetch again unless
     that was done for this client within CLIENT_JWKS_REFETCH_SECONDS."""
     if client.jwks:
-        return KeySet.import_key_set(client.jwks)
+        return _import(client.jwks)
     if not client.jwks_uri:
         raise KeysUnavailable("The client has registered no keys.")
     jwks = None
@@ -89,7 +89,15 @@ def key_set(client: Client, *, refetch: bool = False) -> KeySet:
             jwks = cache.get(_cache_key(client))
         except Exception:
             jwks = None
-    return KeySet.import_key_set(jwks if jwks is not None else _fetch(client))
+    return _import(jwks if jwks is not None else _fetch(client))
+
+
+def _import(jwks: dict) -> KeySet:
+    try:
+        return KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError, KeyError):
+        # Checked when registered or fetched; a row written around the checks is still no 500.
+        raise KeysUnavailable("The client's registered keys are not a usable JWK Set.") from None
 
 
 def decode(client: Client, value: str, algorithms: list[str]) -> jwt.Token:

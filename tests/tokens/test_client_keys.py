@@ -361,3 +361,10 @@ def test_create_client_registers_a_private_key_jwt_client(db, key):
     assert printed["client_secret"] is None
     assert printed["token_endpoint_auth_method"] == "private_key_jwt"
     assert client_credentials(printed["client_id"], key).status_code == 200
+
+
+def test_a_stored_jwks_that_is_not_usable_is_invalid_client_never_a_500(signer, key):
+    """Registration, admin and the model check the JWKS; a row written around them (a bulk
+    update) still gets RFC 6749 §5.2 invalid_client."""
+    Client.objects.filter(pk=signer.client.pk).update(jwks={"keys": [{"kty": "RSA", "n": "x"}]})
+    refused(client_credentials(signer.client_id, key))
