@@ -66,6 +66,7 @@ class Config:
     device_code_interval: int
     allow_http_issuer_on_loopback: bool
     backchannel_logout_allow_private_networks: bool
+    client_fetch_allow_private_networks: bool
     metrics_token: str
     metrics_allowed_networks: list
     dpop_iat_window: int
@@ -236,6 +237,9 @@ def load(environ: dict[str, str] | None = None) -> Config:
         allow_http_issuer_on_loopback=allow_http_issuer_on_loopback,
         backchannel_logout_allow_private_networks=read.boolean(
             "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS", debug
+        ),
+        client_fetch_allow_private_networks=read.boolean(
+            "CLIENT_FETCH_ALLOW_PRIVATE_NETWORKS", debug
         ),
         metrics_token=read.string("METRICS_TOKEN", ""),
         metrics_allowed_networks=_networks(

@@ -192,6 +192,20 @@ BACKCHANNEL_LOGOUT_TIMEOUT = 5
 DPOP_IAT_WINDOW = CONFIG.dpop_iat_window
 DPOP_NONCE = CONFIG.dpop_nonce
 DPOP_NONCE_LIFETIME = CONFIG.dpop_nonce_lifetime
+# A client's jwks_uri and request_uri (tokens/client_keys.py, tokens/oauth/request_objects.py)
+# are fetched through the same SSRF guard, with a short timeout and a size limit.
+CLIENT_FETCH_ALLOW_PRIVATE_NETWORKS = CONFIG.client_fetch_allow_private_networks
+CLIENT_FETCH_TIMEOUT = 3
+CLIENT_FETCH_MAX_BYTES = 65_536
+# A fetched client JWKS is kept this long in the shared cache; a kid it lacks refetches it at
+# most once per CLIENT_JWKS_REFETCH_SECONDS (an RP rotating its key, RFC 7523 §3 / OIDC Core §10.1).
+CLIENT_JWKS_CACHE_SECONDS = 300
+CLIENT_JWKS_REFETCH_SECONDS = 10
+# private_key_jwt (RFC 7523 §3): the furthest in the future an assertion may expire, and the
+# clock skew allowed on exp, iat and nbf. An hour: what Authlib's client signs by default (and
+# Okta's limit); each jti is single use anyway, and is remembered until its assertion expires.
+CLIENT_ASSERTION_MAX_LIFETIME = 3600
+CLIENT_ASSERTION_LEEWAY = 30
 # Empty: resource servers here check tokens against this server's keys and revocation state.
 # Another deployment sets the JWKS URL and checks signatures offline.
 RESOURCE_SERVER_JWKS_URL = ""

@@ -52,6 +52,19 @@ class ClientForm(forms.ModelForm):
         required=False,
         help_text="Exact URIs the client may send people to after logout, one per line.",
     )
+    jwks_uri = forms.URLField(
+        assume_scheme="https",
+        required=False,
+        max_length=500,
+        label="JWKS URI",
+        help_text="Where the client publishes its public keys (private_key_jwt, signed request "
+        "objects). Or paste the keys into JWKS; not both.",
+    )
+    request_uris = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        required=False,
+        help_text="Exact https URLs the client may pass as request_uri, one per line.",
+    )
 
     token_exchange_audiences = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
@@ -74,7 +87,9 @@ class ClientForm(forms.ModelForm):
             "post_logout_redirect_uris", "backchannel_logout_uri",
             "backchannel_logout_session_required", "token_exchange_audiences",
             "token_exchange_scopes", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
-            "required_acr", "default_acr_values", "is_active",
+            "required_acr", "default_acr_values", "userinfo_signed_response_alg", "jwks", "jwks_uri",
+            "token_endpoint_auth_signing_alg", "request_object_signing_alg", "request_uris",
+            "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
@@ -92,6 +107,7 @@ class ClientForm(forms.ModelForm):
             self.initial["post_logout_redirect_uris"] = "\n".join(
                 self.instance.post_logout_redirect_uris
             )
+            self.initial["request_uris"] = "\n".join(self.instance.request_uris)
 
     @staticmethod
     def _lines(value: str) -> list[str]:
@@ -105,6 +121,12 @@ class ClientForm(forms.ModelForm):
 
     def clean_token_exchange_audiences(self) -> list[str]:
         return self._lines(self.cleaned_data["token_exchange_audiences"])
+
+    def clean_request_uris(self) -> list[str]:
+        return self._lines(self.cleaned_data["request_uris"])
+
+    def clean_jwks(self) -> dict:
+        return self.cleaned_data["jwks"] or {}
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -140,9 +162,9 @@ class ClientAdmin(admin.ModelAdmin):
         if not change:
             obj.client_id = clients.new_client_id()
             request._new_client_secret = obj.set_new_secret()
-        elif "client_type" in form.changed_data:
-            # A public client keeps no secret; one turned confidential gets a fresh one (never
-            # the secret it may have had before).
+        elif {"client_type", "token_endpoint_auth_method"} & set(form.changed_data):
+            # A public or private_key_jwt client keeps no secret; one turned to a secret method
+            # gets a fresh one (never the secret it may have had before).
             request._new_client_secret = obj.set_new_secret()
         super().save_model(request, obj, form, change)
         if deactivating:

@@ -9,10 +9,7 @@ import of tokens/tasks.py) with retries and exponential back-off, and visible in
 from __future__ import annotations
 
 import hashlib
-import http.client
-import ipaddress
 import logging
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +24,7 @@ from django.utils import timezone
 from joserfc import jwt
 
 from authserver.job_figures import record_job
-from tokens import keys
+from tokens import keys, outbound
 from tokens.models import BackchannelLogout, SessionClient
 
 logger = logging.getLogger(__name__)
@@ -137,65 +134,6 @@ def _claim(delivery_id: int) -> BackchannelLogout | None:
     return delivery
 
 
-class SSRFRefused(OSError):
-    """The back-channel URI leads into a private network."""
-
-
-def _public_address(host: str, port: int) -> str:
-    """Resolve ``host`` and return the address to connect to, refusing anything not public
-    (loopback, private, link-local, shared 100.64/10, cloud metadata, multicast, ...)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
-        if not ip.is_global or ip.is_multicast:
-            raise SSRFRefused(
-                f"{host} resolves to a non-public address ({ip}); not sending (SSRF guard)"
-            )
-    return infos[0][4][0]
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the address that was checked, so DNS cannot change it in between."""
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection(
-            (_public_address(self.host, self.port), self.port), self.timeout
-        )
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        sock = socket.create_connection(
-            (_public_address(self.host, self.port), self.port), self.timeout
-        )
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
-
-
-class _PinnedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_PinnedHTTPConnection, req)
-
-
-class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_PinnedHTTPSConnection, req, context=self._context)
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """§2.8: only the registered URI's own 200 counts; a redirect is neither followed (it could
-    lead past the SSRF guard, and would turn the POST into a GET) nor a delivery."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    handlers: list = [_NoRedirects()]
-    if not settings.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS:
-        handlers += [_PinnedHTTPHandler(), _PinnedHTTPSHandler()]
-    return urllib.request.build_opener(*handlers)
-
-
 def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
     """Send one logout token. Returns "delivered", "retry", or "skipped"."""
     delivery = _claim(delivery_id)
@@ -216,7 +154,8 @@ def deliver(delivery_id: int, *, final_attempt: bool = False) -> str:
     )
     status_code, error = None, None
     try:
-        with _opener().open(request, timeout=settings.BACKCHANNEL_LOGOUT_TIMEOUT) as response:
+        opener = outbound.opener(allow_private=settings.BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS)
+        with opener.open(request, timeout=settings.BACKCHANNEL_LOGOUT_TIMEOUT) as response:
             status_code = response.status
     except urllib.error.HTTPError as failure:  # includes 3xx: redirects are not followed
         status_code, error = failure.code, f"HTTP {failure.code}"

@@ -19,6 +19,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from tokens import client_cache
 from tokens.scopes import UnknownScopes, unknown_scopes
@@ -32,6 +34,12 @@ MAX_REFRESH_RETRY_WINDOW = 300
 def token_digest(value: str) -> str:
     """SHA-256 of a server-generated, high-entropy token: what the database keeps."""
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+# What a client may sign its assertions and request objects with: asymmetric only (never
+# none or HS*: a client secret is not a signing key here). EdDSA is left out: RFC 9864
+# deprecates it in favour of the fully specified Ed25519.
+CLIENT_SIGNING_ALGORITHMS = ("RS256", "PS256", "ES256", "Ed25519")
 
 
 def _secret_digest(secret: str, key: str) -> str:
@@ -75,6 +83,7 @@ class Client(models.Model):
         BASIC = "client_secret_basic", "client_secret_basic (HTTP Basic)"
         POST = "client_secret_post", "client_secret_post (form body)"
         NONE = "none", "none (public client)"
+        PRIVATE_KEY_JWT = "private_key_jwt", "private_key_jwt (a JWT signed with the client's key)"
 
     class GrantType(models.TextChoices):
         AUTHORIZATION_CODE = "authorization_code", "authorization code"
@@ -188,6 +197,45 @@ class Client(models.Model):
         help_text="Never give this client a weaker sign-in: people without the factor are "
         "refused (unmet_authentication_requirements).",
     )
+    userinfo_signed_response_alg = models.CharField(
+        "UserInfo algorithm",
+        max_length=8,
+        blank=True,
+        choices=[("RS256", "RS256"), ("ES256", "ES256")],
+        help_text="Empty: UserInfo answers plain JSON. Set: a JWT signed with this algorithm "
+        "(OIDC Core §5.3.2).",
+    )
+    # --- the client's own keys: private_key_jwt (RFC 7523) and signed request objects ---
+    jwks = models.JSONField(
+        "JWKS",
+        default=dict,
+        blank=True,
+        help_text='The client\'s public keys as a JWK Set {"keys": [...]}; or use the JWKS URI.',
+    )
+    jwks_uri = models.URLField(
+        "JWKS URI",
+        blank=True,
+        max_length=500,
+        help_text="Where the client publishes its public keys (https); fetched and cached.",
+    )
+    token_endpoint_auth_signing_alg = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[(alg, alg) for alg in CLIENT_SIGNING_ALGORITHMS],
+        help_text="Empty: any of RS256, PS256, ES256, Ed25519 signs its client assertions.",
+    )
+    request_object_signing_alg = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[(alg, alg) for alg in (*CLIENT_SIGNING_ALGORITHMS, "none")],
+        help_text="Empty: request objects signed with any supported algorithm, or unsigned "
+        "(OpenID Registration §2). 'none': unsigned only.",
+    )
+    request_uris = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Exact https URLs of request objects this client may pass as request_uri.",
+    )
     metadata = models.JSONField(
         default=dict,
         blank=True,
@@ -224,8 +272,8 @@ class Client(models.Model):
     # --- secrets ---------------------------------------------------------------------------
     def set_new_secret(self) -> str | None:
         """Generate a secret (confidential clients), keep its keyed digest, return it once."""
-        if self.client_type == self.Type.PUBLIC:
-            self.secret_digest = ""
+        if self.client_type == self.Type.PUBLIC or self.uses_keys:
+            self.secret_digest = ""  # private_key_jwt: the client's key, never a secret
             return None
         secret = secrets.token_urlsafe(32)
         self.secret_digest = _secret_digest(secret, settings.SECRET_KEY)
@@ -301,6 +349,11 @@ class Client(models.Model):
         return self.client_type == self.Type.PUBLIC
 
     @property
+    def uses_keys(self) -> bool:
+        """Authenticates with a JWT signed by its own key (RFC 7523 §2.2), not a secret."""
+        return self.token_endpoint_auth_method == self.AuthMethod.PRIVATE_KEY_JWT
+
+    @property
     def client_metadata(self) -> dict:
         """What Authlib's OIDC endpoints read of a client's registration."""
         return {"post_logout_redirect_uris": self.post_logout_redirect_uris}
@@ -315,6 +368,25 @@ class Client(models.Model):
             errors.setdefault("token_endpoint_auth_method", []).append(
                 "A confidential client needs a secret method."
             )
+        if self.uses_keys and not (self.jwks or self.jwks_uri):
+            errors.setdefault("jwks", []).append("private_key_jwt needs a JWKS or a JWKS URI.")
+        if self.jwks and self.jwks_uri:
+            errors.setdefault("jwks_uri", []).append("Register a JWKS or a JWKS URI, not both.")
+        if self.jwks and (problem := public_jwks_problem(self.jwks)):
+            errors.setdefault("jwks", []).append(problem)
+        if self.jwks_uri and (problem := fetched_uri_problem(self.jwks_uri)):
+            errors.setdefault("jwks_uri", []).append(problem)
+        if not isinstance(self.request_uris, list):
+            errors.setdefault("request_uris", []).append("A list of URLs.")
+        else:
+            for uri in self.request_uris:
+                problem = (
+                    fetched_uri_problem(uri, fragment_allowed=True)
+                    if isinstance(uri, str)
+                    else "not a string"
+                )
+                if problem:
+                    errors.setdefault("request_uris", []).append(f"{uri}: {problem}")
         if self.is_public and self.GrantType.CLIENT_CREDENTIALS in self.grant_types:
             errors.setdefault("grant_types", []).append(
                 "A public client cannot use client_credentials."
@@ -353,6 +425,39 @@ class Client(models.Model):
             errors.setdefault("allowed_scopes", []).append(str(UnknownScopes(unknown)))
         if errors:
             raise ValidationError(errors)
+
+
+# RFC 7517 §6.3 / §6.4: the private members of RSA, EC and OKP keys, and "k" of a symmetric
+# key. A client publishes public keys only.
+PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def public_jwks_problem(jwks) -> str | None:
+    """Why ``jwks`` is not a set of public signing keys a client may register, or None."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        return "A JWK Set is an object with a keys array holding at least one key."
+    for key in jwks["keys"]:
+        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC", "OKP"):
+            return "Every key needs kty RSA, EC or OKP."
+        if private := [name for name in PRIVATE_JWK_MEMBERS if name in key]:
+            return f"Publish public keys only; this one has private members: {', '.join(private)}."
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError, KeyError):
+        return "Not a valid JWK Set."
+    return None
+
+
+def fetched_uri_problem(uri: str, *, fragment_allowed: bool = False) -> str | None:
+    """Why this server could not fetch ``uri`` (a jwks_uri or request_uri), or None: https, or
+    http on loopback only, as for redirect URIs (tokens/outbound.py guards the address). A
+    request_uri may carry a fragment (OpenID Registration §2: a hash of its content)."""
+    if fragment_allowed:
+        uri = uri.partition("#")[0]
+    problem = redirect_uri_problem(uri)
+    if problem is None and urlsplit(uri).scheme not in ("https", "http"):
+        problem = "use https"
+    return problem
 
 
 def redirect_uri_problem(uri: str) -> str | None:

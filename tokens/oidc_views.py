@@ -14,11 +14,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.sessions import SID_KEY
-from tokens import cors
+from tokens import clients, cors
 from tokens.csp import form_action_policy, redirect_origin
 from tokens.oauth import resource
 from tokens.oauth.metadata import provider_metadata
-from tokens.oauth.oidc import user_claims
+from tokens.oauth.oidc import signed_userinfo, user_claims
 from tokens.oauth.server import get_server
 
 
@@ -45,7 +45,13 @@ def userinfo(request: HttpRequest) -> HttpResponse:
     user = resource.token_user(claims)
     if not user.is_authenticated:
         return resource.error_response(InvalidTokenError("The token does not speak for a person."))
-    response = JsonResponse(user_claims(user, claims.get("scope", "").split()))
+    released = user_claims(user, claims.get("scope", "").split())
+    client = clients.active_client(claims.get("client_id"))
+    if client is not None and client.userinfo_signed_response_alg:
+        # OIDC Core §5.3.2: the client registered a signed response.
+        response = HttpResponse(signed_userinfo(released, client), content_type="application/jwt")
+    else:
+        response = JsonResponse(released)
     response["Access-Control-Allow-Origin"] = "*"  # a bearer token, never a cookie, grants this
     return response
 

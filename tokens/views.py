@@ -14,8 +14,6 @@ from authlib.oidc.core.errors import (
     ConsentRequiredError,
     InteractionRequiredError,
     LoginRequiredError,
-    RequestNotSupportedError,
-    RequestURINotSupportedError,
 )
 from django.conf import settings
 from django.core.exceptions import (
@@ -35,9 +33,9 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import assurance, factors
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY
-from tokens import consent, cors, dpop, keys, pushed_requests
-from tokens.csp import form_action_policy, redirect_origin
-from tokens.oauth import required
+from tokens import clients, consent, cors, dpop, keys, pushed_requests
+from tokens.csp import form_action_policy, https_origin, redirect_origin, with_image_origin
+from tokens.oauth import request_objects, required
 from tokens.oauth.oidc import OidcParameters, read_oidc_parameters
 from tokens.oauth.pushed import PushedRequestRequiredError
 from tokens.oauth.registration import error_text
@@ -140,8 +138,8 @@ def _basic_credentials_problem(request: HttpRequest) -> JsonResponse | None:
 
 
 _SECRETS = (
-    "client_secret", "code", "code_verifier", "refresh_token", "token", "subject_token",
-    "actor_token",
+    "client_secret", "client_assertion", "code", "code_verifier", "refresh_token", "token",
+    "subject_token", "actor_token",
 )  # fmt: skip
 
 
@@ -278,7 +276,19 @@ def _answers_the_client(response: HttpResponse, claimed: pushed_requests.Claimed
 
 @csrf_protect
 def _authorization_request(request: HttpRequest) -> HttpResponse:
-    if problem := _authorize_parameter_problem(request):
+    if problem := _parameter_shape_problem(request.GET):
+        return _error_page(request, problem)
+    if request_objects.carries_request_object(request.GET):
+        # OIDC Core §6 / RFC 9101: from here on the request is what its request object says.
+        # (The consent form posts back to the original URL, which is resolved again.)
+        client = clients.active_client(request.GET.get("client_id"))
+        try:
+            effective = request_objects.resolve(request.GET, client)
+        except OAuth2Error as error:
+            return _authorization_error(request, error)
+        request.GET = QueryDict(mutable=True)
+        request.GET.update(effective)
+    if problem := _openid_redirect_problem(request.GET):
         return _error_page(request, problem)
     server = get_server()
     user = request.user if request.user.is_authenticated else None
@@ -314,14 +324,7 @@ def _authorization_request(request: HttpRequest) -> HttpResponse:
 
 
 def _oidc_parameters(request: HttpRequest, grant) -> OidcParameters:
-    params = request.GET
-    state = params.get("state")
-    # OIDC Core §6: request objects are not supported (and not advertised); say so, never ignore.
-    if "request" in params:
-        raise RequestNotSupportedError(redirect_uri=grant.redirect_uri, state=state)
-    if "request_uri" in params:
-        raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri, state=state)
-    return read_oidc_parameters(params, grant.redirect_uri)
+    return read_oidc_parameters(request.GET, grant.redirect_uri)
 
 
 def _needs_authentication(request: HttpRequest, user, oidc: OidcParameters) -> bool:
@@ -398,14 +401,18 @@ def _error_back(request: HttpRequest, grant, error_class) -> HttpResponse:
     return _authorization_error(request, error)
 
 
-def _authorize_parameter_problem(request: HttpRequest) -> str | None:
-    for name, values in request.GET.lists():
+def _parameter_shape_problem(params: QueryDict) -> str | None:
+    for name, values in params.lists():
         if len(values) > 1:
             return f"The parameter '{name[:40]}' was sent more than once (RFC 6749 §3.1)."
         if len(values[0]) > settings.OAUTH_MAX_PARAMETER_LENGTH:
             return f"The parameter '{name[:40]}' is too long."
+    return None
+
+
+def _openid_redirect_problem(params: QueryDict) -> str | None:
     # Nowhere to send this error to, so an error page (OIDC Core §3.1.2.6, RFC 6749 §4.1.2.1).
-    return required.openid_redirect_uri_problem(request.GET)
+    return required.openid_redirect_uri_problem(params)
 
 
 def _respond(request: HttpRequest, grant, user) -> HttpResponse:
@@ -442,6 +449,11 @@ def _error_page(request: HttpRequest, description: str) -> HttpResponse:
 def _consent_page(request: HttpRequest, grant, scopes: list[str]) -> HttpResponse:
     described = [(scope, settings.OAUTH_SCOPES.get(scope, scope)) for scope in scopes]
     redirect = urlsplit(grant.redirect_uri)
+    registered = grant.client.metadata
+    # OpenID Registration §2: logo_uri, policy_uri and tos_uri are shown to the person; only
+    # https ones (a link or image elsewhere could be anything).
+    logo_origin = https_origin(registered.get("logo_uri"))
+    links = {name: registered.get(name) for name in ("policy_uri", "tos_uri")}
     response = render(
         request,
         "tokens/consent.html",
@@ -450,8 +462,14 @@ def _consent_page(request: HttpRequest, grant, scopes: list[str]) -> HttpRespons
             "scopes": described,
             "redirect_host": redirect.netloc or redirect.scheme,
             "action": request.get_full_path(),
+            "logo_uri": registered.get("logo_uri") if logo_origin else None,
+            **{name: uri for name, uri in links.items() if https_origin(uri)},
         },
     )
-    # The answer is a redirect to the client: the client's origin joins form-action here.
-    response["Content-Security-Policy"] = form_action_policy(redirect_origin(grant.redirect_uri))
+    # The answer is a redirect to the client: the client's origin joins form-action here; the
+    # logo's origin joins img-src, on this page only.
+    policy = form_action_policy(redirect_origin(grant.redirect_uri))
+    response["Content-Security-Policy"] = (
+        with_image_origin(policy, logo_origin) if logo_origin else policy
+    )
     return response

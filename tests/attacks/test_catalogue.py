@@ -468,7 +468,14 @@ AUTHORIZATION_RESPONSES = {
         "invalid_request",
         _ask(code_challenge="x" * 43, code_challenge_method="plain"),
     ),
-    "request_not_supported": ("request_not_supported", _ask(request="eyJhbGciOiJub25lIn0.e30.")),
+    "invalid_request_object": (
+        "invalid_request_object",
+        _ask(request="eyJhbGciOiJSUzI1NiJ9.e30.c2ln", challenge="x" * 43),
+    ),
+    "invalid_request_uri": (
+        "invalid_request_uri",
+        _ask(request_uri="urn:ietf:params:oauth:request_uri:x", challenge="x" * 43),
+    ),
     "consent_required": ("consent_required", _ask(prompt="none", challenge="x" * 43)),
     "login_required": ("login_required", _ask_anonymously(prompt="none", challenge="x" * 43)),
 }

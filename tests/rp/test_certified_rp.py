@@ -46,11 +46,12 @@ from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from authlib.oidc import discovery, rpinitiated
 from authlib.oidc.core import CodeIDToken, UserInfo
 from django.db import connection
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, RSAKey
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import UserSession
@@ -87,6 +88,8 @@ class RelyingPartySite:
     origin: str
     pages: queue.Queue = field(default_factory=queue.Queue)
     logout_tokens: queue.Queue = field(default_factory=queue.Queue)
+    public_jwks: dict = field(default_factory=dict)  # served at /jwks (private_key_jwt run)
+    jwks_fetches: int = 0
 
     @property
     def redirect_uri(self) -> str:
@@ -100,6 +103,10 @@ class RelyingPartySite:
     def backchannel_logout_uri(self) -> str:
         return f"{self.origin}/backchannel"
 
+    @property
+    def jwks_uri(self) -> str:
+        return f"{self.origin}/jwks"
+
 
 @pytest.fixture
 def rp_site() -> Iterator[RelyingPartySite]:
@@ -111,6 +118,9 @@ def rp_site() -> Iterator[RelyingPartySite]:
             if self.path.startswith(("/callback", "/signed-out")):
                 site.pages.put(site.origin + self.path)
                 self._answer(200, RP_PAGE, "text/html; charset=utf-8")
+            elif self.path == "/jwks" and site.public_jwks:
+                site.jwks_fetches += 1
+                self._answer(200, json.dumps(site.public_jwks).encode(), "application/json")
             else:
                 self._answer(404, b"", "text/plain")
 
@@ -180,6 +190,7 @@ def server_environment(issuer: str, tmp_path: Path) -> dict[str, str]:
         "CACHE_URL": os.environ["CACHE_URL"],
         "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"],
         "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS": "true",
+        "CLIENT_FETCH_ALLOW_PRIVATE_NETWORKS": "true",  # the RP's jwks_uri is on loopback too
         "LOG_LEVEL": "INFO",
         # docker/gunicorn.conf.py's own variables
         "GUNICORN_BIND": issuer.removeprefix("http://"),
@@ -473,6 +484,105 @@ def test_authlib_client_discovery_registration_code_pkce_refresh_userinfo_intros
         metadata["introspection_endpoint"], token=refreshed["access_token"]
     )
     assert gone.json() == {"active": False}
+
+
+def test_authlib_client_with_private_key_jwt_from_its_jwks_uri(production, rp_site, page):
+    """The same library on the other side of RFC 7523: Authlib's own ``PrivateKeyJWT`` signs
+    the client assertions (its defaults: RS256, aud = the URL it posts to, a fresh jti, an
+    hour's exp) for the code exchange, the refresh, introspection and revocation; the server
+    fetches the client's keys from its registered jwks_uri (OIDC Core §9, §10.1.1)."""
+    issuer = production.issuer
+    user = UserFactory()
+    metadata = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+    assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
+    assert "RS256" in metadata["token_endpoint_auth_signing_alg_values_supported"]
+    private_key = RSAKey.generate_key(2048, private=True)
+    rp_site.public_jwks = {"keys": [{**private_key.as_dict(private=False), "kid": "rp-1"}]}
+    signing_key = RSAKey.import_key({**private_key.as_dict(private=True), "kid": "rp-1"})
+
+    bearer = {
+        "access_token": create_initial_access_token(note="Authlib RP, keys"),
+        "token_type": "Bearer",
+    }
+    with OAuth2Session(token=bearer) as s:
+        answer = s.post(
+            metadata["registration_endpoint"],
+            json={
+                "client_name": "Authlib RP with keys",
+                "redirect_uris": [rp_site.redirect_uri],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": rp_site.jwks_uri,
+            },
+            timeout=10,
+        )
+    assert answer.status_code == 201, answer.text
+    registration = answer.json()
+    assert "client_secret" not in registration
+
+    oauth = OAuth2Session(
+        registration["client_id"],
+        signing_key,  # PrivateKeyJWT signs with the "secret" slot's key
+        scope=SCOPE,
+        redirect_uri=rp_site.redirect_uri,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="private_key_jwt",
+        revocation_endpoint_auth_method="private_key_jwt",  # else Authlib sends Basic there
+        default_timeout=10,
+    )
+    oauth.register_client_auth_method(PrivateKeyJWT(headers={"kid": "rp-1"}))
+    nonce, verifier = generate_token(24), generate_token(48)
+    url, state = oauth.create_authorization_url(
+        metadata["authorization_endpoint"], nonce=nonce, code_verifier=verifier, prompt="consent"
+    )
+    callback = signs_in_and_consents(page, rp_site, url, user, "Authlib RP with keys")
+    token = oauth.fetch_token(
+        metadata["token_endpoint"],
+        authorization_response=callback,
+        state=state,
+        code_verifier=verifier,
+    )
+    decoded = jwt.decode(token["id_token"], jwks(metadata), algorithms=["RS256"])
+    claims = CodeIDToken(
+        decoded.claims,
+        decoded.header,
+        {"iss": {"essential": True, "value": issuer}, "aud": {"essential": True}},
+        {"nonce": nonce, "client_id": oauth.client_id, "access_token": token["access_token"]},
+    )
+    claims.validate(leeway=LEEWAY)
+    assert rp_site.jwks_fetches == 1
+
+    refreshed = oauth.refresh_token(metadata["token_endpoint"])
+    assert refreshed["refresh_token"] != token["refresh_token"]
+    introspected = oauth.introspect_token(
+        metadata["introspection_endpoint"], token=refreshed["access_token"]
+    )
+    assert introspected.status_code == 200, introspected.text
+    assert introspected.json()["active"] is True
+    revoked = oauth.revoke_token(
+        metadata["revocation_endpoint"],
+        token=refreshed["refresh_token"],
+        token_type_hint="refresh_token",
+    )
+    assert revoked.status_code == 200, revoked.text
+    with pytest.raises(OAuthError) as refused:
+        oauth.refresh_token(metadata["token_endpoint"])
+    assert refused.value.error == "invalid_grant"  # authenticated, but the token is revoked
+    assert rp_site.jwks_fetches == 1  # the keys came from the shared cache after the first fetch
+
+    # Signed by a key the RP never published: invalid_client, however well-formed.
+    stranger = OAuth2Session(
+        oauth.client_id,
+        RSAKey.generate_key(2048, private=True),
+        token_endpoint_auth_method="private_key_jwt",
+        default_timeout=10,
+    )
+    stranger.register_client_auth_method(PrivateKeyJWT())
+    with pytest.raises(OAuthError) as refused:
+        stranger.fetch_token(
+            metadata["token_endpoint"], grant_type="refresh_token", refresh_token="x"
+        )
+    assert refused.value.error == "invalid_client"
 
 
 # --- openid-client (Node) ---------------------------------------------------------------------

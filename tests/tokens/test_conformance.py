@@ -11,8 +11,19 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client as Browser
+from joserfc import jwt
 
 from tests.fuzz import spec
+from tests.tokens.client_side import (
+    ISSUER,
+    TOKEN_ENDPOINT,
+    KeyHost,
+    assertion_form,
+    new_key,
+    public_jwks,
+    sign,
+    unsigned,
+)
 from tests.tokens.conftest import (
     REDIRECT,
     Registered,
@@ -21,6 +32,7 @@ from tests.tokens.conftest import (
     get_code,
     pkce_pair,
     query,
+    token_request,
 )
 from tests.tokens.test_logout import (
     CONFIRM,
@@ -32,7 +44,12 @@ from tests.tokens.test_logout import (
     signed_in,
     tokens_for,
 )
-from tests.tokens.test_oidc_core import decode_id_token, provider_metadata, userinfo
+from tests.tokens.test_oidc_core import (
+    decode_id_token,
+    provider_metadata,
+    published_keys,
+    userinfo,
+)
 from tokens.clients import create_initial_access_token
 from tokens.models import Client
 
@@ -392,3 +409,239 @@ def test_oidcc_userinfo_post_body_rfc6750_2_2_is_refused_cleanly(logged_in_clien
     )
     assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
     assert userinfo(body["access_token"], "post").status_code == 200
+
+
+# === Dynamic OP: private_key_jwt (the plan's client authentication), request objects =========
+@pytest.fixture
+def rp_host(settings):
+    """The suite's own web server: it serves the RP's jwks_uri and request_uri documents."""
+    settings.CLIENT_FETCH_ALLOW_PRIVATE_NETWORKS = True  # a loopback server in this test
+    server = KeyHost()
+    yield server
+    server.stop()
+
+
+def key_registered(**metadata) -> Registered:
+    """Dynamic registration as the plan does it (client_auth_type=private_key_jwt)."""
+    status, body = registered_web_app(token_endpoint_auth_method="private_key_jwt", **metadata)
+    assert status == 201, body
+    assert "client_secret" not in body
+    return Registered(Client.objects.get(client_id=body["client_id"]), None)
+
+
+def exchange_with_assertion(client: Registered, code: str, verifier: str, key, **claims):
+    response = exchange(
+        client, code, verifier, auth="", **assertion_form(client.client_id, key, **claims)
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [TOKEN_ENDPOINT, ISSUER],
+    ids=["oidcc-server", "oidcc-ensure-client-assertion-with-iss-aud-succeeds"],
+)
+def test_oidcc_server_with_private_key_jwt_oidc_core_9(logged_in_client, aud):
+    """The Dynamic plan's setup for nearly every module: register with private_key_jwt and an
+    inline jwks (RFC 7591 §2), run the code flow, authenticate at the token endpoint with an
+    RFC 7523 assertion. The second: the assertion's aud is the issuer (RFC 7523bis §3, OIDC
+    Core §9), not the token endpoint URL."""
+    key = new_key("RS256")
+    client = key_registered(jwks=public_jwks(key))
+    code, verifier = get_code(logged_in_client, client, scope="openid")
+    body = exchange_with_assertion(client, code, verifier, key, aud=aud)
+    assert decode_id_token(body["id_token"], client).claims["aud"] == client.client_id
+
+
+def test_oidcc_registration_jwks_uri_rfc7591_2(logged_in_client, rp_host):
+    """oidcc-registration-jwks-uri: the RP registers a jwks_uri instead of jwks; the server
+    fetches it to check the assertion."""
+    key = new_key("RS256")
+    client = key_registered(jwks_uri=rp_host.publish_jwks(key))
+    code, verifier = get_code(logged_in_client, client, scope="openid")
+    exchange_with_assertion(client, code, verifier, key)
+    assert rp_host.hits["/jwks"] == 1
+
+
+def test_oidcc_refresh_token_rp_key_rotation_oidc_core_10_1_1(logged_in_client, rp_host):
+    """oidcc-refresh-token-rp-key-rotation: after the first tokens the RP puts a new key with a
+    new kid in its jwks_uri (the old one gone) and refreshes with an assertion signed by it; the
+    unknown kid makes the server fetch the JWKS again."""
+    first = new_key("RS256", kid="first")
+    client = key_registered(
+        jwks_uri=rp_host.publish_jwks(first), grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier = get_code(
+        logged_in_client, client, scope="openid offline_access", prompt="consent"
+    )
+    tokens = exchange_with_assertion(client, code, verifier, first)
+    rotated = new_key("RS256", kid="second")
+    rp_host.publish_jwks(rotated)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    response = token_request(None, {**form, **assertion_form(client.client_id, rotated)})
+    assert response.status_code == 200, response.content
+    assert response.json()["refresh_token"] != tokens["refresh_token"]
+    assert rp_host.hits["/jwks"] == 2
+
+
+def request_object_claims(client: Registered, challenge: str, **extra) -> dict:
+    """ConvertAuthorizationEndpointRequestToRequestObject: the whole request, as claims."""
+    return {
+        "client_id": client.client_id,
+        "response_type": "code",
+        "scope": "openid",
+        "redirect_uri": REDIRECT,
+        "state": "ro-state",
+        "nonce": "ro-nonce",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+
+
+def by_reference(browser: Browser, client: Registered, request_uri: str):
+    location = "/authorize?" + urlencode(
+        {
+            "client_id": client.client_id,
+            "response_type": "code",
+            "scope": "openid",
+            "request_uri": request_uri,
+        }
+    )
+    response = browser.get(location, secure=True)
+    if response.status_code == 200:
+        response = browser.post(location, {"decision": "allow"}, secure=True)
+    assert response.status_code == 302, response.content.decode()[-500:]
+    return query(response["Location"])
+
+
+def test_oidcc_request_uri_unsigned_oidc_core_6_2(logged_in_client, rp_host):
+    """oidcc-request-uri-unsigned: registers request_uris (no request_object_signing_alg) and
+    passes a request_uri to an alg none request object, served as application/jose."""
+    key = new_key("RS256")
+    verifier, challenge = pkce_pair()
+    path = "/requests/" + "a" * 16
+    request_uri = rp_host.url(path)
+    client = key_registered(jwks=public_jwks(key), request_uris=[request_uri])
+    rp_host.publish(path, unsigned(request_object_claims(client, challenge)), "application/jose")
+    params = by_reference(logged_in_client, client, request_uri)
+    assert params["state"] == "ro-state" and params["iss"] == ISSUER
+    exchange_with_assertion(client, params["code"], verifier, key)
+
+
+def test_oidcc_request_uri_signed_rs256_oidc_core_6_2(logged_in_client, rp_host):
+    """oidcc-request-uri-signed-rs256: request_object_signing_alg RS256 registered, the object
+    signed with the RP's key, carrying iss and aud (AddIssToRequestObject, AddAudToRequestObject);
+    discovery must list RS256 in request_object_signing_alg_values_supported."""
+    assert "RS256" in provider_metadata()["request_object_signing_alg_values_supported"]
+    assert provider_metadata()["request_uri_parameter_supported"] is True
+    key = new_key("RS256")
+    verifier, challenge = pkce_pair()
+    request_uri = rp_host.url("/requests/signed")
+    client = key_registered(
+        jwks=public_jwks(key), request_uris=[request_uri], request_object_signing_alg="RS256"
+    )
+    claims = request_object_claims(client, challenge, iss=client.client_id, aud=ISSUER)
+    rp_host.publish("/requests/signed", sign(claims, key), "application/jose")
+    params = by_reference(logged_in_client, client, request_uri)
+    exchange_with_assertion(client, params["code"], verifier, key)
+
+
+@pytest.mark.parametrize(
+    "query_redirect_uri",
+    [None, "https://app.example.com/not-registered"],
+    ids=[
+        "oidcc-unsigned-request-object-supported-correctly-or-rejected-as-unsupported",
+        "oidcc-ensure-request-object-with-redirect-uri",
+    ],
+)
+def test_oidcc_request_object_by_value_oidc_core_6_1(
+    logged_in_client, confidential, query_redirect_uri
+):
+    """An unsigned request object by value (SerializeRequestObjectWithNullAlgorithm) with iss and
+    aud, from a client that registered no request_object_signing_alg; the second module also
+    puts an unregistered redirect_uri in the query: the object's takes precedence (OIDC Core
+    §6.3.3, RFC 9101 §6.3)."""
+    verifier, challenge = pkce_pair()
+    claims = request_object_claims(confidential, challenge, iss=confidential.client_id, aud=ISSUER)
+    params = {
+        "client_id": confidential.client_id,
+        "response_type": "code",
+        "scope": "openid",
+        "request": unsigned(claims),
+        "redirect_uri": query_redirect_uri,
+    }
+    location = "/authorize?" + urlencode({k: v for k, v in params.items() if v})
+    response = logged_in_client.get(location, secure=True)
+    if response.status_code == 200:
+        response = logged_in_client.post(location, {"decision": "allow"}, secure=True)
+    assert response.status_code == 302 and response["Location"].startswith(REDIRECT + "?")
+    answer = query(response["Location"])
+    assert answer["state"] == "ro-state"
+    assert exchange(confidential, answer["code"], verifier).status_code == 200
+
+
+def test_oidcc_request_uri_unsigned_supported_correctly_oidc_core_6_2(
+    logged_in_client, confidential, rp_host
+):
+    """oidcc-request-uri-unsigned-supported-correctly-or-rejected-as-unsupported, Basic plan
+    (static client): with request_uris registered by the operator it is supported correctly."""
+    verifier, challenge = pkce_pair()
+    request_uri = rp_host.publish(
+        "/static.jwt", unsigned(request_object_claims(confidential, challenge))
+    )
+    Client.objects.filter(pk=confidential.client.pk).update(request_uris=[request_uri])
+    answer = by_reference(logged_in_client, confidential, request_uri)
+    assert exchange(confidential, answer["code"], verifier).status_code == 200
+
+
+def test_oidcc_userinfo_rs256_oidc_core_5_3_2(logged_in_client):
+    """oidcc-userinfo-rs256: registers userinfo_signed_response_alg RS256; UserInfo answers
+    application/jwt signed RS256 with our key, iss and aud."""
+    key = new_key("RS256")
+    client = key_registered(jwks=public_jwks(key), userinfo_signed_response_alg="RS256")
+    code, verifier = get_code(logged_in_client, client, scope="openid")
+    body = exchange_with_assertion(client, code, verifier, key)
+    response = userinfo(body["access_token"])
+    assert response["Content-Type"] == "application/jwt"
+    token = jwt.decode(response.content.decode(), published_keys(), algorithms=["RS256"])
+    assert token.claims["iss"] == ISSUER and token.claims["aud"] == client.client_id
+
+
+def test_oidcc_registration_logo_policy_tos_uri_are_shown_on_the_consent_page(logged_in_client):
+    """oidcc-registration-logo-uri / -policy-uri / -tos-uri ask for a screenshot of the page
+    showing them (OpenID Registration §2: "SHOULD display"): the logo as an image, allowed by
+    this page's CSP img-src and nowhere else, and links to the policy and terms."""
+    status, body = registered_web_app(
+        logo_uri="https://cdn.example.com/logo.png",
+        policy_uri="https://app.example.com/privacy",
+        tos_uri="https://app.example.com/terms",
+    )
+    assert status == 201, body
+    client = Registered(Client.objects.get(client_id=body["client_id"]), body["client_secret"])
+    page = logged_in_client.get(
+        authorize_url(client, scope="openid", challenge=pkce_pair()[1]), secure=True
+    )
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert '<img class="client-logo" src="https://cdn.example.com/logo.png"' in html
+    assert (
+        'href="https://app.example.com/privacy"' in html
+        and 'href="https://app.example.com/terms"' in html
+    )
+    policy = page["Content-Security-Policy"]
+    assert "img-src 'self' data: https://cdn.example.com;" in policy
+    assert "default-src 'self'" in policy and "script-src 'self';" in policy
+
+
+def test_a_logo_that_is_not_https_is_not_shown(logged_in_client, confidential):
+    Client.objects.filter(pk=confidential.client.pk).update(
+        metadata={"logo_uri": "http://cdn.example.com/logo.png", "tos_uri": "javascript:alert(1)"}
+    )
+    page = logged_in_client.get(
+        authorize_url(confidential, scope="openid", challenge=pkce_pair()[1]), secure=True
+    )
+    html = page.content.decode()
+    assert "client-logo" not in html and "javascript:" not in html
+    assert "img-src 'self' data:;" in page["Content-Security-Policy"]

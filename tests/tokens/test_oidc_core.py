@@ -20,6 +20,7 @@ from joserfc.jwk import KeySet
 from accounts.models import User
 from tests.accounts.test_password_reset import NEW, choose_password, emailed_path, request_reset
 from tests.conftest import session_row, sign_in
+from tests.tokens.client_side import assertion_form, new_key, public_jwks
 from tests.tokens.conftest import (
     REDIRECT,
     Registered,
@@ -198,8 +199,9 @@ def test_pkce_is_advertised_as_s256_only_and_plain_is_refused(logged_in_client, 
 def test_every_advertised_token_endpoint_auth_method_authenticates_a_client(logged_in_client):
     """RFC 8414 §2 token_endpoint_auth_methods_supported: each one works at /token."""
     methods = provider_metadata()["token_endpoint_auth_methods_supported"]
-    assert set(methods) == {"client_secret_basic", "client_secret_post", "none"}
+    assert set(methods) == {"client_secret_basic", "client_secret_post", "none", "private_key_jwt"}
     auth = {"client_secret_basic": "basic", "client_secret_post": "post", "none": "none"}
+    key = new_key()
     for method in methods:
         client, secret = create_client(
             name=f"Uses {method}",
@@ -207,10 +209,16 @@ def test_every_advertised_token_endpoint_auth_method_authenticates_a_client(logg
             public=method == "none",
             token_endpoint_auth_method=method,
             scopes=["openid"],
+            **({"jwks": public_jwks(key)} if method == "private_key_jwt" else {}),
         )
         registered = Registered(client, secret)
         code, verifier = get_code(logged_in_client, registered, scope="openid")
-        response = exchange(registered, code, verifier, auth=auth[method])
+        if method == "private_key_jwt":
+            response = exchange(
+                registered, code, verifier, auth="", **assertion_form(client.client_id, key)
+            )
+        else:
+            response = exchange(registered, code, verifier, auth=auth[method])
         assert response.status_code == 200, (method, response.content)
         assert "id_token" in response.json()
 
@@ -266,18 +274,20 @@ def test_nothing_unsupported_is_advertised():
     assert "password" not in data["grant_types_supported"]
     assert data["response_modes_supported"] == ["query"]
     assert data["subject_types_supported"] == ["public"]
-    assert data["request_parameter_supported"] is False
-    assert data["request_uri_parameter_supported"] is False
     assert data["claims_parameter_supported"] is False
     for key in (
-        "request_object_signing_alg_values_supported",
-        "userinfo_signing_alg_values_supported",
         "id_token_encryption_alg_values_supported",
-        "token_endpoint_auth_signing_alg_values_supported",
+        "userinfo_encryption_alg_values_supported",
+        "request_object_encryption_alg_values_supported",
     ):
         assert key not in data, key
-    assert "private_key_jwt" not in data["token_endpoint_auth_methods_supported"]
     assert "client_secret_jwt" not in data["token_endpoint_auth_methods_supported"]
+    for key in (
+        "token_endpoint_auth_signing_alg_values_supported",
+        "introspection_endpoint_auth_signing_alg_values_supported",
+        "revocation_endpoint_auth_signing_alg_values_supported",
+    ):  # RFC 8414 §2: never none; no HS*: a secret is not a signing key here
+        assert not {"none", "HS256", "HS384", "HS512"} & set(data[key]), key
 
 
 def test_what_is_not_advertised_does_not_work(logged_in_client, confidential, user):
@@ -303,27 +313,19 @@ def test_what_is_not_advertised_does_not_work(logged_in_client, confidential, us
     )
 
 
-@pytest.mark.parametrize(
-    ("parameter", "error"),
-    [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")],
-)
-def test_a_request_object_is_refused_since_none_is_advertised(
-    logged_in_client, confidential, parameter, error
-):
-    """OIDC Core §6: request_parameter_supported / request_uri_parameter_supported are false, and
-    "Should an OP not support this parameter and an RP uses it, the OP MUST return the
-    request_not_supported error" (request_uri_not_supported for request_uri; §3.1.2.6)."""
-    value = "eyJhbGciOiJub25lIn0.eyJzY29wZSI6Im9wZW5pZCJ9." if parameter == "request" else REDIRECT
-    url = authorize_url(
-        confidential, scope="openid", challenge=pkce_pair()[1], **{parameter: value}
-    )
-    response = logged_in_client.get(url, secure=True)
-    if response.status_code == 200:  # a consent page would mean the request was accepted
-        response = logged_in_client.post(url, {"decision": "allow"}, secure=True)
-    assert response.status_code == 302
-    params = query(response["Location"])
-    assert "code" not in params, params
-    assert params["error"] == error
+def test_request_objects_are_advertised_with_what_they_may_be_signed_with():
+    """OIDC Discovery §3: request and request_uri are supported (tokens/test_request_objects.py
+    shows each), request_uri only when registered, signed with the asymmetric algorithms we
+    verify client keys with, or unsigned; OIDC Core §15.2 makes request_uri mandatory for
+    dynamic OPs."""
+    data = provider_metadata()
+    assert data["request_parameter_supported"] is True
+    assert data["request_uri_parameter_supported"] is True
+    assert data["require_request_uri_registration"] is True
+    assert set(data["request_object_signing_alg_values_supported"]) == {
+        "RS256", "PS256", "ES256", "Ed25519", "none",
+    }  # fmt: skip
+    assert "RS256" in data["userinfo_signing_alg_values_supported"]
 
 
 def test_claims_supported_lists_every_claim_we_release(logged_in_client, confidential):

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client as Browser
 from django.utils import timezone
+from joserfc.jwk import RSAKey
 
 from tests.tokens.conftest import (
     Registered,
@@ -412,6 +413,56 @@ def test_a_plain_http_loopback_redirect_uri_is_accepted(initial_token):
     assert register(metadata, initial_token).status_code == 201
 
 
+_RSA = RSAKey.generate_key(2048, private=True)
+PUBLIC_JWKS = {"keys": [{**_RSA.as_dict(private=False), "kid": "k1"}]}
+PRIVATE_JWKS = {"keys": [{**_RSA.as_dict(private=True), "kid": "k1"}]}
+
+
+def test_rfc7591_2_a_private_key_jwt_client_registers_its_jwks_and_gets_no_secret(initial_token):
+    """RFC 7591 §2 jwks / token_endpoint_auth_method; OIDC Registration §2
+    token_endpoint_auth_signing_alg, request_object_signing_alg, request_uris,
+    userinfo_signed_response_alg: registered, echoed, kept; no client_secret to leak."""
+    metadata = {
+        **WEB_APP,
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": PUBLIC_JWKS,
+        "token_endpoint_auth_signing_alg": "RS256",
+        "request_object_signing_alg": "RS256",
+        "request_uris": ["https://reports.example.com/request.jwt#abc"],
+        "userinfo_signed_response_alg": "RS256",
+    }
+    response = register(metadata, initial_token)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert "client_secret" not in body and "client_secret_expires_at" not in body
+    for name in (
+        "jwks", "token_endpoint_auth_method", "token_endpoint_auth_signing_alg",
+        "request_object_signing_alg", "request_uris", "userinfo_signed_response_alg",
+    ):  # fmt: skip
+        assert body[name] == metadata[name], name
+    client = Client.objects.get(client_id=body["client_id"])
+    assert client.uses_keys and client.secret_digest == "" and client.jwks == PUBLIC_JWKS
+
+
+def test_rfc7591_2_a_jwks_uri_registers_and_an_update_to_a_secret_method_gets_a_secret(
+    initial_token,
+):
+    metadata = {
+        **WEB_APP,
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks_uri": "https://reports.example.com/jwks.json",
+    }
+    body = register(metadata, initial_token).json()
+    assert body["jwks_uri"] == metadata["jwks_uri"] and "client_secret" not in body
+    update = update_of(body, token_endpoint_auth_method="client_secret_basic", jwks_uri=None)
+    update.pop("jwks_uri")
+    uri, token = body["registration_client_uri"], body["registration_access_token"]
+    response = manage("PUT", uri, token, update)
+    assert response.status_code == 200, response.content
+    assert response.json()["client_secret"]
+    assert Client.objects.get(client_id=body["client_id"]).jwks_uri == ""
+
+
 INVALID_METADATA = {
     "implicit-grant": {"grant_types": ["implicit"]},
     "password-grant": {"grant_types": ["password"]},
@@ -422,11 +473,34 @@ INVALID_METADATA = {
         "response_types": ["code"],
     },
     "unknown-scope": {"scope": "openid admin"},
-    "private-key-jwt": {"token_endpoint_auth_method": "private_key_jwt"},
+    "private-key-jwt-without-keys": {"token_endpoint_auth_method": "private_key_jwt"},
+    "private-key-jwt-empty-jwks": {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": []},
+    },
+    "jwks-and-jwks-uri": {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": PUBLIC_JWKS,
+        "jwks_uri": "https://reports.example.com/jwks.json",
+    },
+    "jwks-with-a-private-key": {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": PRIVATE_JWKS,
+    },
+    "jwks-not-an-object": {"token_endpoint_auth_method": "private_key_jwt", "jwks": "keys"},
+    "jwks-symmetric-key": {"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}},
+    "token-auth-alg-none": {"token_endpoint_auth_signing_alg": "none"},
+    "token-auth-alg-hs256": {"token_endpoint_auth_signing_alg": "HS256"},
+    "request-object-alg-hs256": {"request_object_signing_alg": "HS256"},
+    "userinfo-alg-hs256": {"userinfo_signed_response_alg": "HS256"},
+    "userinfo-alg-none": {"userinfo_signed_response_alg": "none"},
     "client-secret-jwt": {"token_endpoint_auth_method": "client_secret_jwt"},
     "encrypted-id-token": {"id_token_encrypted_response_alg": "RSA-OAEP-256"},
-    "request-uris": {"request_uris": ["https://reports.example.com/request.jwt"]},
-    "jwks-uri": {"jwks_uri": "https://reports.example.com/jwks.json"},
+    "request-uris-plain-http": {"request_uris": ["http://reports.example.com/request.jwt"]},
+    "jwks-uri-plain-http": {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks_uri": "http://reports.example.com/jwks.json",
+    },
     "hs256-id-token": {"id_token_signed_response_alg": "HS256"},
     "none-id-token": {"id_token_signed_response_alg": "none"},
     "pairwise-subject": {"subject_type": "pairwise"},
@@ -772,7 +846,7 @@ def test_an_update_that_sends_the_right_client_secret_is_accepted(web_app):
         ({"scope": "openid admin"}, "invalid_client_metadata"),
         ({"token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
         ({"id_token_signed_response_alg": "HS256"}, "invalid_client_metadata"),
-        ({"request_uris": ["https://reports.example.com/r.jwt"]}, "invalid_client_metadata"),
+        ({"request_uris": ["http://reports.example.com/r.jwt"]}, "invalid_client_metadata"),
     ],
     ids=["plain-http", "implicit", "token", "unknown-scope", "private-key-jwt", "hs256", "request"],
 )

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tokens', '0005_registration_token_overlap'),
+        ('tokens', '0006_client_keys'),
     ]
 
     operations = [

@@ -12,11 +12,11 @@ from django.conf import settings
 from django.urls import reverse
 
 from tokens import device_codes
-from tokens.oauth.grants import SECRET_METHODS, check_requested_scope
+from tokens.oauth.grants import KEY_METHODS, SECRET_METHODS, check_requested_scope
 
 
 class DeviceAuthorizationEndpoint(BaseDeviceAuthorizationEndpoint):
-    CLIENT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    CLIENT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
 
     def create_endpoint_response(self, request):
         client = self.authenticate_client(request)  # §3.1: client_id alone for public clients

@@ -76,7 +76,7 @@ class CheckedParameters:
 
 class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
     # Resource servers are confidential clients; public clients cannot introspect.
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string, token_type_hint)
@@ -131,7 +131,7 @@ class IntrospectionEndpoint(CheckedParameters, BaseIntrospectionEndpoint):
 
 
 class RevocationEndpoint(CheckedParameters, BaseRevocationEndpoint):
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string, token_type_hint)

@@ -104,6 +104,11 @@ def same_key(jkt: str, proof) -> bool:
     return proof is not None and hmac.compare_digest(jkt.encode(), proof.jkt.encode())
 
 
+# private_key_jwt last: tried only when no secret method authenticated the request, and it
+# returns at once without a client_assertion, so secret-based clients pay nothing for it.
+KEY_METHODS = ["private_key_jwt"]
+
+
 class IssuesTokens:
     """Token issuing shared by every grant: a JWT access token (RFC 9068) and, where the grant
     allows one, an opaque refresh token. What to bind them to comes from ``token_context``."""
@@ -175,7 +180,7 @@ def check_requested_scope(request, scopes_supported) -> None:
 
 
 class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
 
     def save_authorization_code(self, code: str, request) -> None:
         session = request.django_request.session
@@ -249,7 +254,7 @@ class AuthorizationCodeGrant(IssuesTokens, grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use
 
     def authenticate_refresh_token(self, refresh_token: str):
@@ -307,13 +312,13 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
 class ClientCredentialsGrant(IssuesTokens, grants.ClientCredentialsGrant):
     """Tokens for the client itself: a signed JWT, no row written (RFC 6749 §4.4)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, *KEY_METHODS]
 
 
 class DeviceCodeGrant(IssuesTokens, BaseDeviceCodeGrant):
     """RFC 8628 §3.4-§3.5: the device polls with its device code; one poll collects the token."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
 
     def validate_token_request(self):
         # device_code is checked before the client is authenticated (tokens/oauth/required.py).
@@ -345,7 +350,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
     security event, and no refresh token is issued (§2.2.1: OPTIONAL)."""
 
     GRANT_TYPE = TOKEN_EXCHANGE_GRANT
-    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, *KEY_METHODS]
 
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()

@@ -10,6 +10,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.grants.util import validate_nonce
 from django.conf import settings
+from joserfc import jwt
 from joserfc.errors import JoseError
 
 from tokens import keys
@@ -130,6 +131,15 @@ def read_oidc_parameters(params, redirect_uri: str | None) -> OidcParameters:
             raise invalid("'id_token_hint' is not an ID token from this server.")
         hinted_subject = str(claims["sub"])
     return OidcParameters(prompts, max_age, (params.get("login_hint") or "")[:254], hinted_subject)
+
+
+def signed_userinfo(claims: dict, client) -> str:
+    """OIDC Core §5.3.2: the UserInfo claims as a JWT signed with our key and the client's
+    registered userinfo_signed_response_alg, carrying iss and aud (the client)."""
+    algorithm = client.userinfo_signed_response_alg
+    kid, key = keys.signing_key(algorithm)
+    body = {**claims, "iss": settings.ISSUER, "aud": client.client_id, "iat": int(time.time())}
+    return jwt.encode({"alg": algorithm, "kid": kid, "typ": "JWT"}, body, key)
 
 
 def read_id_token(value: str | None) -> dict | None:

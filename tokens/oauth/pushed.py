@@ -7,11 +7,11 @@ from __future__ import annotations
 from authlib.consts import default_json_headers
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from authlib.oidc.core.errors import RequestNotSupportedError
+from django.http import QueryDict
 
 from tokens import pushed_requests
-from tokens.oauth import required
-from tokens.oauth.grants import SECRET_METHODS
+from tokens.oauth import request_objects, required
+from tokens.oauth.grants import KEY_METHODS, SECRET_METHODS
 from tokens.oauth.oidc import read_oidc_parameters
 
 # §2.1: "relied upon only for client authentication and ... not germane to the authorization
@@ -35,7 +35,7 @@ class PushedAuthorizationEndpoint:
 
     ENDPOINT_NAME = "pushed_authorization"
     # §2: the token endpoint's client authentication, public clients by their client_id.
-    CLIENT_AUTH_METHODS = [*SECRET_METHODS, "none"]
+    CLIENT_AUTH_METHODS = [*SECRET_METHODS, "none", *KEY_METHODS]
 
     def __init__(self, server):
         self.server = server
@@ -61,11 +61,13 @@ class PushedAuthorizationEndpoint:
         )
         if data["client_id"] != client.client_id:
             raise InvalidRequestError("'client_id' is not the client that authenticated.")
-        if "request" in data:
-            # RFC 9101 request objects are not supported yet (§3 makes them optional).
-            raise RequestNotSupportedError()
         if "request_uri" in data:
             raise InvalidRequestError("'request_uri' must not be pushed (RFC 9126 §2.1).")
+        if "request" in data:
+            # §3: a request object (RFC 9101) pushed, checked as /authorize checks one; from
+            # here on the request is what it says.
+            request = self._with_parameters(request, request_objects.resolve(data, client))
+            data = request.payload.data
         if problem := required.openid_redirect_uri_problem(data):
             raise InvalidRequestError(problem)
         # Authlib's checks of an authorization request, as at /authorize: response_type, the
@@ -78,3 +80,11 @@ class PushedAuthorizationEndpoint:
         parameters = {name: value for name, value in data.items() if name not in CLIENT_CREDENTIALS}
         request_uri, expires_in = pushed_requests.push(client, parameters)
         return 201, {"request_uri": request_uri, "expires_in": expires_in}, default_json_headers
+
+    def _with_parameters(self, request, parameters: dict[str, str]):
+        """Authlib's request for the same HTTP request, carrying ``parameters`` as its form."""
+        django_request = request.django_request
+        form = QueryDict(mutable=True)
+        form.update(parameters)
+        django_request.POST = form
+        return self.server.create_oauth2_request(django_request)

@@ -74,6 +74,7 @@ STRINGS = (
     "client_name", "scope", "token_endpoint_auth_method", "client_uri", "logo_uri", "tos_uri",
     "policy_uri", "jwks_uri", "software_id", "software_version", "id_token_signed_response_alg",
     "subject_type", "application_type", "backchannel_logout_uri", "initiate_login_uri",
+    "token_endpoint_auth_signing_alg", "request_object_signing_alg", "userinfo_signed_response_alg",
 )  # fmt: skip
 STRING_LISTS = (
     "redirect_uris", "post_logout_redirect_uris", "grant_types", "response_types", "contacts",
@@ -104,8 +105,8 @@ def check_metadata(data: dict) -> None:
     ):
         # Before Authlib's own check, which does not say which scope it is.
         raise InvalidClientMetadataError(error_text(str(scopes.UnknownScopes(unknown))[:300]))
-    if "jwks" in data:  # not supported; Authlib's own check chokes on a jwks that is not an object
-        raise InvalidClientMetadataError("Not supported here: jwks.")
+    if "jwks" in data and not isinstance(data["jwks"], dict):  # Authlib's check assumes one
+        raise InvalidClientMetadataError("jwks must be a JWK Set: an object with a keys array.")
     for name in (
         "backchannel_logout_session_required",
         "require_pushed_authorization_requests",
@@ -128,11 +129,15 @@ def check_metadata(data: dict) -> None:
 
 # OIDC registration metadata this server cannot honour; accepting it silently would mislead.
 UNSUPPORTED = (
-    "id_token_encrypted_response_alg", "id_token_encrypted_response_enc", "userinfo_signed_response_alg",
-    "userinfo_encrypted_response_alg", "userinfo_encrypted_response_enc", "request_object_signing_alg",
-    "request_object_encryption_alg", "request_object_encryption_enc", "request_uris",
-    "token_endpoint_auth_signing_alg", "sector_identifier_uri", "jwks", "jwks_uri",
+    "id_token_encrypted_response_alg", "id_token_encrypted_response_enc",
+    "userinfo_encrypted_response_alg", "userinfo_encrypted_response_enc",
+    "request_object_encryption_alg", "request_object_encryption_enc", "sector_identifier_uri",
     "frontchannel_logout_uri",
+)  # fmt: skip
+# Registered as Client fields, described back as they are (empty means not registered).
+KEY_FIELDS = (
+    "jwks_uri", "token_endpoint_auth_signing_alg", "request_object_signing_alg",
+    "userinfo_signed_response_alg",
 )  # fmt: skip
 KEPT_AS_IS = (
     "client_uri",
@@ -194,6 +199,11 @@ def client_fields(metadata: dict) -> dict:
         # Registered clients always ask for consent: nobody vouched for them.
         "consent": Client.Consent.REMEMBER,
         "metadata": {name: metadata[name] for name in KEPT_AS_IS if name in metadata},
+        # RFC 7591 §2 / OpenID Registration §2: the client's keys and what it signs with; the
+        # model checks them (public keys only, one of jwks and jwks_uri, https URLs).
+        "jwks": metadata.get("jwks") or {},
+        "request_uris": metadata.get("request_uris") or [],
+        **{name: metadata.get(name) or "" for name in KEY_FIELDS},
     }
     acr_values = metadata.get("default_acr_values") or []
     if set(acr_values) - set(assurance.LEVELS):
@@ -201,6 +211,8 @@ def client_fields(metadata: dict) -> dict:
             f"default_acr_values may hold only {', '.join(assurance.LEVELS)}."
         )
     fields["default_acr_values"] = acr_values
+    if method == Client.AuthMethod.PRIVATE_KEY_JWT and not (fields["jwks"] or fields["jwks_uri"]):
+        raise InvalidClientMetadataError("private_key_jwt needs jwks or jwks_uri.")
     if fields["id_token_signed_response_alg"] not in ("RS256", "ES256"):
         raise InvalidClientMetadataError("id_token_signed_response_alg must be RS256 or ES256.")
     return fields
@@ -242,10 +254,15 @@ def describe(client: Client) -> dict:
     }
     if client.default_acr_values:
         body["default_acr_values"] = client.default_acr_values
+    if client.jwks:
+        body["jwks"] = client.jwks
+    if client.request_uris:
+        body["request_uris"] = client.request_uris
+    body.update({name: getattr(client, name) for name in KEY_FIELDS if getattr(client, name)})
     if client.backchannel_logout_uri:
         body["backchannel_logout_uri"] = client.backchannel_logout_uri
         body["backchannel_logout_session_required"] = client.backchannel_logout_session_required
-    if not client.is_public:
+    if client.secret_digest:
         body["client_secret_expires_at"] = 0
     return body
 
@@ -406,12 +423,14 @@ class ConfigurationEndpoint(ClientConfigurationEndpoint):
 
     def update_client(self, client, client_metadata, request) -> Client:
         # RFC 7592 §2.2: the request replaces the registration as a whole.
-        was_public, consent = client.is_public, client.consent
+        had_secret, consent = bool(client.secret_digest), client.consent
         fields = client_fields(client_metadata)
         if consent == Client.Consent.ASK:
             fields["consent"] = consent  # an operator's stricter choice stands
         client = apply(client, fields)
-        if client.is_public != was_public:
+        needs_secret = not (client.is_public or client.uses_keys)
+        if needs_secret != had_secret:
+            # Public or private_key_jwt: no secret kept; back to a secret method: a fresh one.
             request.new_client_secret = client.set_new_secret()
         # Not the registration token fields: a concurrent rotation may have moved them since
         # this row was read, and rotate_registration_token() alone writes them.

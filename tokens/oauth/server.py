@@ -11,6 +11,8 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequest
 from tokens import clients, refresh_tokens, scopes
 from tokens.models import Client, RefreshToken
 from tokens.oauth import required
+from tokens.oauth.client_auth import METHOD as PRIVATE_KEY_JWT
+from tokens.oauth.client_auth import PrivateKeyJWT
 from tokens.oauth.device import DeviceAuthorizationEndpoint
 from tokens.oauth.endpoints import EndSessionEndpoint, IntrospectionEndpoint, RevocationEndpoint
 from tokens.oauth.grants import (
@@ -177,6 +179,9 @@ class AuthorizationServer(DjangoAuthorizationServer):
 def build_server() -> AuthorizationServer:
     server = AuthorizationServer(Client, RefreshToken)
     server.scopes_supported = scopes.offered()
+    # RFC 7523 §2.2 / OIDC Core §9: for every endpoint that authenticates clients through the
+    # server (token, introspection, revocation, and any added later).
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWT())
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
     )

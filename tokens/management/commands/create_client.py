@@ -4,10 +4,15 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import clients
-from tokens.models import TOKEN_EXCHANGE_GRANT, Client
+from tokens.models import CLIENT_SIGNING_ALGORITHMS, TOKEN_EXCHANGE_GRANT, Client
 from tokens.scopes import UnknownScopes, client_scopes
 
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
+SIGNING_OPTIONS = (
+    "token_endpoint_auth_signing_alg",
+    "request_object_signing_alg",
+    "userinfo_signed_response_alg",
+)
 
 
 class Command(BaseCommand):
@@ -31,7 +36,6 @@ class Command(BaseCommand):
         parser.add_argument(
             "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
         )
-        parser.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"])
         parser.add_argument(
             "--require-par", action="store_true", dest="require_par",
             help="Authorization requests only through /par (RFC 9126 §6).",
@@ -54,6 +58,20 @@ class Command(BaseCommand):
             "--exchange-scope", action="append", default=[], dest="exchange_scopes",
             help="A scope an exchanged token may carry; repeat for several.",
         )  # fmt: skip
+        parser.add_argument(
+            "--auth-method",
+            choices=["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        )
+        parser.add_argument(
+            "--jwks", type=json.loads, help="The client's public keys, a JWK Set as JSON."
+        )
+        parser.add_argument("--jwks-uri", help="Where the client publishes its public keys.")
+        parser.add_argument("--token-endpoint-auth-signing-alg", choices=CLIENT_SIGNING_ALGORITHMS)
+        parser.add_argument(
+            "--request-object-signing-alg", choices=[*CLIENT_SIGNING_ALGORITHMS, "none"]
+        )
+        parser.add_argument("--request-uri", action="append", default=[], dest="request_uris")
+        parser.add_argument("--userinfo-signed-response-alg", choices=["RS256", "ES256"])
 
     def handle(
         self,
@@ -80,6 +98,13 @@ class Command(BaseCommand):
         )
         if require_par:
             extra["require_pushed_authorization_requests"] = True
+        keys = {
+            "jwks": options["jwks"] or {},
+            "jwks_uri": options["jwks_uri"] or "",
+            "request_uris": options["request_uris"],
+            **{name: options[name] or "" for name in SIGNING_OPTIONS},
+        }
+        extra.update({name: value for name, value in keys.items() if value})
         grant_types = grant_types or DEFAULT_GRANT_TYPES
         try:
             # The same rule as dynamic registration and admin (tokens/scopes.py).
@@ -109,6 +134,7 @@ class Command(BaseCommand):
                     "client_secret": secret,
                     "client_type": client.client_type,
                     "token_endpoint_auth_method": client.token_endpoint_auth_method,
+                    **({"jwks_uri": client.jwks_uri} if client.jwks_uri else {}),
                     "redirect_uris": client.redirect_uris,
                     "grant_types": client.grant_types,
                     "scope": " ".join(client.allowed_scopes),
