@@ -1,6 +1,6 @@
 """The hot path's four statements, and nothing else: find a refresh token (with its person and
 whether its session is alive), rotate it (compare-and-set), insert its successor, and check an
-access token's deny-list entry, session and person. The token endpoint and introspection run
+access token's client, deny-list entry, session and person. The token endpoint and introspection run
 them on every request; tokens/refresh_tokens.py and tokens/access_tokens.py hold the rules.
 
 On PostgreSQL the statements are fixed SQL written once from the models' own table and column
@@ -29,7 +29,7 @@ from django.db import connection
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q
 
 from accounts.models import User, UserSession
-from tokens.models import RefreshToken, RevokedAccessToken
+from tokens.models import Client, RefreshToken, RevokedAccessToken
 
 # The columns find() reads: everything the refresh grant and the rules need, nothing more.
 FIND_COLUMNS = (
@@ -78,8 +78,10 @@ _ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated
     f"UPDATE {_q(RefreshToken._meta.db_table)} SET {_q('rotated_at')} = %s::timestamptz "  # noqa: S608
     f"WHERE {_q('id')} = %s::bigint AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
 )
-_ACCESS_LIVE_SQL = (  # denied?, session alive (or none)?, person active (or none)?
-    f"SELECT EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "  # noqa: S608
+_ACCESS_LIVE_SQL = (  # client active?, denied?, session alive (or none)?, person active (or none)?
+    f"SELECT EXISTS (SELECT 1 FROM {_q(Client._meta.db_table)} "  # noqa: S608
+    f"WHERE {_q('client_id')} = %s::text AND {_q('is_active')}), "
+    f"EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "
     f"WHERE {_q('jti')} = %s::text), "
     f"(%s::text = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} "
     f"WHERE {_q('sid')} = %s::text AND {_q('revoked_at')} IS NULL "
@@ -153,14 +155,19 @@ def rotate(pk: int, now: datetime) -> bool:
         return cursor.rowcount == 1
 
 
-def access_live(jti: str, sid: str, person: int | None, now: datetime) -> tuple[bool, bool, bool]:
-    """(deny-listed, session alive or none, person active or none) for one access token."""
+def access_live(
+    client_id: str, jti: str, sid: str, person: int | None, now: datetime
+) -> tuple[bool, bool, bool, bool]:
+    """(client active, deny-listed, session alive or none, person active or none) for one
+    access token: the rows themselves, never a cached copy, so revocation is exact."""
     if not _postgresql():
         return (
+            Client.objects.filter(client_id=client_id, is_active=True).exists(),
             RevokedAccessToken.objects.filter(jti=jti).exists(),
             not sid or UserSession.objects.active(now).filter(sid=sid).exists(),
             person is None or User.objects.filter(pk=person, is_active=True).exists(),
         )
-    with _cursor(_ACCESS_LIVE_SQL, [jti, sid, sid, now, person, person]) as cursor:
-        denied, session_alive, person_active = cursor.fetchone()
-    return bool(denied), bool(session_alive), bool(person_active)
+    params = [client_id, jti, sid, sid, now, person, person]
+    with _cursor(_ACCESS_LIVE_SQL, params) as cursor:
+        client_active, denied, session_alive, person_active = cursor.fetchone()
+    return bool(client_active), bool(denied), bool(session_alive), bool(person_active)
