@@ -49,7 +49,8 @@ class ClientForm(forms.ModelForm):
             "name", "client_type", "token_endpoint_auth_method", "redirect_uris", "grant_types",
             "allowed_scopes", "consent", "access_token_lifetime", "refresh_token_lifetime",
             "refresh_token_idle_lifetime", "id_token_signed_response_alg", "post_logout_redirect_uris",
-            "backchannel_logout_uri", "backchannel_logout_session_required", "is_active",
+            "backchannel_logout_uri", "backchannel_logout_session_required", "id_token_on_refresh",
+            "is_active",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):

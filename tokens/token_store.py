@@ -26,14 +26,14 @@ from datetime import datetime
 
 import psycopg
 from django.db import connection
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q
+from django.db.models import BooleanField, Exists, ExpressionWrapper, JSONField, OuterRef, Q
 
 from accounts.models import User, UserSession
 from tokens.models import Client, RefreshToken, RevokedAccessToken
 
 # The columns find() reads: everything the refresh grant and the rules need, nothing more.
 FIND_COLUMNS = (
-    "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "expires",
+    "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "amr", "expires",
     "family_expires", "rotated_at", "revoked_at",
 )  # fmt: skip
 
@@ -61,6 +61,8 @@ def _q(name: str) -> str:
 
 
 _INSERT_FIELDS = [field for field in RefreshToken._meta.concrete_fields if not field.primary_key]
+_JSON_FIELDS = [field for field in _INSERT_FIELDS if isinstance(field, JSONField)]
+_AMR = RefreshToken._meta.get_field("amr")
 _INSERT_SQL = (
     f"INSERT INTO {_q(RefreshToken._meta.db_table)} "  # noqa: S608 - names from the model
     f"({', '.join(_q(field.column) for field in _INSERT_FIELDS)}) "
@@ -103,7 +105,12 @@ def insert(row: RefreshToken) -> RefreshToken:
     if not _postgresql():
         row.save(force_insert=True)
         return row
-    values = [getattr(row, field.attname) for field in _INSERT_FIELDS]
+    values = [
+        field.get_db_prep_save(getattr(row, field.attname), connection)
+        if field in _JSON_FIELDS  # a list would be adapted as an array, not as JSON
+        else getattr(row, field.attname)
+        for field in _INSERT_FIELDS
+    ]
     with _cursor(_INSERT_SQL, values) as cursor:
         row.pk = cursor.fetchone()[0]
     row._state.adding = False
@@ -121,6 +128,7 @@ def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
         return None
     *values, person_active, session_alive = found
     row = RefreshToken.from_db(connection.alias, list(FIND_COLUMNS), values)
+    row.amr = _AMR.from_db_value(row.amr, None, connection)  # jsonb arrives as text
     row.user = User.from_db(connection.alias, ["id", "is_active"], [row.user_id, person_active])
     return row, bool(session_alive)
 

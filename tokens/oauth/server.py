@@ -18,7 +18,7 @@ from tokens.oauth.grants import (
     RefreshTokenGrant,
     S256CodeChallenge,
 )
-from tokens.oauth.oidc import OpenIDCode
+from tokens.oauth.oidc import OpenIDCode, OpenIDRefresh
 from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
 
 
@@ -86,9 +86,9 @@ class AuthorizationServer(DjangoAuthorizationServer):
         code = request.authorization_code
         if parent is not None:
             # RFC 6749 §6: a new refresh token has exactly the scope of the one it replaces.
-            scope, sid, auth_time = parent.scope, parent.sid, parent.auth_time
+            scope, sid, auth_time, amr = parent.scope, parent.sid, parent.auth_time, parent.amr
         else:
-            scope, sid, auth_time = code.scope, code.sid, code.auth_time
+            scope, sid, auth_time, amr = code.scope, code.sid, code.auth_time, code.amr
         refresh_tokens.store_refresh_token(
             refresh_token,
             client=request.client,
@@ -96,6 +96,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
             scope=scope,
             sid=sid,
             auth_time=auth_time,
+            amr=amr,
             access=request.issued_access,
             parent=parent,
             code=code,
@@ -143,7 +144,7 @@ def build_server() -> AuthorizationServer:
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
     )
-    server.register_grant(RefreshTokenGrant)
+    server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)

@@ -32,6 +32,11 @@ class Command(BaseCommand):
             "--consent", choices=Client.Consent.values, default=Client.Consent.REMEMBER
         )
         parser.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"])
+        parser.add_argument(
+            "--no-id-token-on-refresh", action="store_false", dest="id_token_on_refresh",
+            help="Refreshing an openid grant returns no new ID token (OIDC Core §12.2; on by "
+            "default).",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -43,6 +48,7 @@ class Command(BaseCommand):
         scopes,
         consent,
         auth_method,
+        id_token_on_refresh=True,
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
@@ -60,6 +66,7 @@ class Command(BaseCommand):
                 grant_types=grant_types,
                 scopes=scopes,
                 consent=consent,
+                id_token_on_refresh=id_token_on_refresh,
                 **extra,
             )
         except ValidationError as error:
