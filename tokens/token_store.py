@@ -38,6 +38,13 @@ FIND_COLUMNS = (
 )  # fmt: skip
 
 
+# What find() reads of the person: whether they are active, and what an ID token re-issued on
+# refresh says about them (tokens/oauth/oidc.py), so that costs no query of its own.
+_PERSON = {"is_active", "username", "first_name", "last_name", "email", "email_verified"}
+# In the model's field order, which Model.from_db expects.
+PERSON_COLUMNS = tuple(f.attname for f in User._meta.concrete_fields if f.attname in _PERSON)
+
+
 def hand_prepared() -> bool:
     """True when these statements are prepared here rather than by Django and psycopg."""
     return not connection.settings_dict["OPTIONS"].get("server_side_binding", False)
@@ -69,7 +76,8 @@ _INSERT_SQL = (
     f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))}) RETURNING {_q('id')}"
 )  # VALUES take their types from the columns: no casts needed
 _FIND_SQL = (  # the token, its person and whether its session (if any) is alive
-    f"SELECT {', '.join(f'r.{_q(name)}' for name in FIND_COLUMNS)}, u.{_q('is_active')}, "  # noqa: S608
+    f"SELECT {', '.join(f'r.{_q(name)}' for name in FIND_COLUMNS)}, "  # noqa: S608
+    f"{', '.join(f'u.{_q(name)}' for name in PERSON_COLUMNS)}, "
     f"(r.{_q('sid')} = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} s "
     f"WHERE s.{_q('sid')} = r.{_q('sid')} AND s.{_q('revoked_at')} IS NULL "
     f"AND s.{_q('expire_date')} > %s::timestamptz)) "
@@ -118,7 +126,7 @@ def insert(row: RefreshToken) -> RefreshToken:
 
 
 def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
-    """The refresh token with this digest, its ``user`` holding only ``is_active``, and whether
+    """The refresh token with this digest, its ``user`` holding PERSON_COLUMNS, and whether
     the browser session it is bound to (if any) is alive at ``now``; None if unknown."""
     if not _postgresql():
         return _find_orm(digest, now)
@@ -126,10 +134,14 @@ def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
         found = cursor.fetchone()
     if found is None:
         return None
-    *values, person_active, session_alive = found
-    row = RefreshToken.from_db(connection.alias, list(FIND_COLUMNS), values)
+    values, person, session_alive = (
+        found[: len(FIND_COLUMNS)],
+        found[len(FIND_COLUMNS) : -1],
+        found[-1],
+    )
+    row = RefreshToken.from_db(connection.alias, list(FIND_COLUMNS), list(values))
     row.amr = _AMR.from_db_value(row.amr, None, connection)  # jsonb arrives as text
-    row.user = User.from_db(connection.alias, ["id", "is_active"], [row.user_id, person_active])
+    row.user = User.from_db(connection.alias, ["id", *PERSON_COLUMNS], [row.user_id, *person])
     return row, bool(session_alive)
 
 
@@ -140,7 +152,11 @@ def _find_orm(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
     row = (
         RefreshToken.objects.filter(token_digest=digest)
         .select_related("user")
-        .only(*(name for name in FIND_COLUMNS if name != "id"), "user__id", "user__is_active")
+        .only(
+            *(name for name in FIND_COLUMNS if name != "id"),
+            "user__id",
+            *(f"user__{name}" for name in PERSON_COLUMNS),
+        )
         .annotate(
             session_alive=ExpressionWrapper(Q(sid="") | Exists(alive), output_field=BooleanField())
         )

@@ -16,6 +16,8 @@ import time
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.tokens.conftest import refresh
 from tests.tokens.test_oidc_core import code_flow, decode_id_token, left_half_hash
@@ -108,3 +110,16 @@ def test_the_setting_is_in_the_client_admin(staff_client, confidential):
     response = staff_client.get(f"/admin/tokens/client/{confidential.client.pk}/change/")
     assert response.status_code == 200
     assert b'name="id_token_on_refresh"' in response.content
+
+
+def test_re_issuing_the_id_token_costs_no_query(logged_in_client, confidential):
+    """The person's claims come with the refresh token's own lookup (tokens/token_store.py)."""
+    counts = []
+    for on in (True, False):
+        Client.objects.filter(pk=confidential.client.pk).update(id_token_on_refresh=on)
+        first = code_flow(logged_in_client, confidential, "openid profile email")
+        with CaptureQueriesContext(connection) as queries:
+            body = refresh(confidential, first["refresh_token"]).json()
+        assert ("id_token" in body) is on
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
