@@ -5,9 +5,12 @@ also against a remote JWKS). ``verify`` is the one place their claims are checke
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -88,6 +91,56 @@ def claims_registry(issuer: str, audience: str | None) -> AccessTokenClaims:
     )
 
 
+class _Verified:
+    """Tokens whose signature this process has checked, by digest: (header typ, claims).
+
+    Verifying an ES256 signature was a fifth of introspection's CPU, and resource servers
+    present the same token many times. What is kept is only that our key signed these exact
+    bytes, which no revocation changes; the claims (expiry, issuer, audience) are validated on
+    every use, and whether the token is live is asked of PostgreSQL on every use
+    (``access_token_is_live``). Bounded (least recently used out), per process, and an entry
+    dies with its token's ``exp``. Keys are dropped only once nothing they signed can be
+    valid (tokens/keys.py), and an entry whose key is gone is checked afresh."""
+
+    SIZE = 4_096
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[bytes, tuple[object, object, dict]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, digest: bytes) -> tuple[object, object, dict] | None:
+        with self.lock:
+            entry = self.entries.get(digest)
+            if entry is not None:
+                self.entries.move_to_end(digest)
+            return entry
+
+    def put(self, digest: bytes, kid: object, typ: object, claims: dict) -> None:
+        with self.lock:
+            self.entries[digest] = (kid, typ, claims)
+            if len(self.entries) > self.SIZE:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+verified = _Verified()
+
+
+def _signed_by_us(value: str) -> tuple[object, dict]:
+    """(typ, claims) of a JWS one of our published keys signed, checked once per process."""
+    digest = hashlib.sha256(value.encode()).digest()
+    found = verified.get(digest)
+    if found is not None and keys.is_published(found[0]):  # an operator may delete a key
+        return found[1], dict(found[2])
+    token = keys.decode(value, ALGORITHMS)
+    typ = token.header.get("typ")
+    verified.put(digest, token.header.get("kid"), typ, dict(token.claims))
+    return typ, token.claims
+
+
 def verify(value: str, key_set: KeySet | None = None, *, audience: str | None = None) -> dict:
     """The claims of an unexpired access token, or raise a JoseError saying what is wrong.
 
@@ -99,15 +152,16 @@ def verify(value: str, key_set: KeySet | None = None, *, audience: str | None = 
         raise DecodeError("No token, or one too long to be ours.")
     try:
         if key_set is None:
-            token = keys.decode(value, ALGORITHMS)
+            typ, claims = _signed_by_us(value)
         else:
             token = jwt.decode(value, key_set, algorithms=ALGORITHMS)
+            typ, claims = token.header.get("typ"), token.claims
     except (ValueError, TypeError, KeyError) as error:  # not even a JWS
         raise DecodeError(type(error).__name__) from None
-    if token.header.get("typ") not in TYPES:
+    if typ not in TYPES:
         raise InvalidHeaderValueError("typ")
-    claims_registry(settings.ISSUER, audience).validate(token.claims)
-    return token.claims
+    claims_registry(settings.ISSUER, audience).validate(claims)
+    return claims
 
 
 def read(value: str) -> dict | None:
