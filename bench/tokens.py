@@ -159,6 +159,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the round with the cache's Redis unreachable for the server under test",
     )
+    add(
+        "--id-token-alg",
+        choices=("RS256", "ES256"),
+        default="RS256",
+        help="the bench client's ID tokens, of the code exchange and of every refresh (OIDC "
+        "Core §12.2): RS256 (default, as node-oidc-provider's) or ES256",
+    )
     add("--wrk", default=os.environ.get("WRK", "wrk"), help="the wrk binary")
     add(
         "--no-pin-services",
@@ -203,7 +210,11 @@ def seed(args: argparse.Namespace) -> Seeded:
 
     now = timezone.now()
     # Access tokens outlive the run: the one introspected is taken before the timing starts.
-    client, secret = bench_client(redirect_uris=[REDIRECT_URI], access_token_lifetime=3_600)
+    client, secret = bench_client(
+        redirect_uris=[REDIRECT_URI],
+        access_token_lifetime=3_600,
+        id_token_signed_response_alg=args.id_token_alg,
+    )
     resource, resource_secret = bench_client(
         "Bench resource server", grant_types=["client_credentials"], scopes=[]
     )
