@@ -452,8 +452,14 @@ def correctness(port: int, seeded: Seeded) -> tuple[list[Check], str]:
         and child is not None
         and child.parent_id == rotated.pk
         and child.sid == seeded.sid
+        and isinstance(body.get("id_token"), str)  # OIDC Core §12.2: re-issued on refresh
     )
-    add("refresh: a Bearer access token and a new refresh token; rt-1 rotated", ok, status, body)
+    add(
+        "refresh: a Bearer access token, a new refresh token and ID token; rt-1 rotated",
+        ok,
+        status,
+        body,
+    )
     access_token = body.get("access_token", "") if isinstance(body, dict) else ""
 
     form = {
