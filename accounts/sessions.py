@@ -33,6 +33,7 @@ from django.utils import timezone
 from accounts.models import UserSession
 from accounts.network import client_ip, user_agent
 from authserver import janitor
+from authserver.breaker import CacheUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class SessionStore(CachedDBStore):
         data = self.decode(row.session_data)
         try:
             self._cache.set(self.cache_key, data, self.get_expiry_age(expiry=row.expire_date))
+        except CacheUnavailable:
+            pass  # an outage the breaker has reported already
         except Exception:
             logger.warning("Cache unreachable: sessions are read from the database")
         return data
@@ -151,6 +154,8 @@ class SessionStore(CachedDBStore):
                 raise UpdateError
         try:
             self._cache.set(self.cache_key, self._session, self.get_expiry_age())
+        except CacheUnavailable:
+            pass
         except Exception:
             logger.exception("Could not write the session to the cache")
 
@@ -210,6 +215,8 @@ class SessionStore(CachedDBStore):
             due = self._cache.add(
                 self.cache_key_for(key) + ":seen", 1, settings.SESSION_TOUCH_INTERVAL
             )
+        except CacheUnavailable:
+            return
         except Exception:
             logger.exception("Could not reach the cache to record session activity")
             return

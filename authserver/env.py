@@ -396,10 +396,13 @@ def _cache(read: _Reader, debug: bool, redis_url: str | None) -> dict:
     scheme = urlsplit(value).scheme
     if scheme in ("redis", "rediss", "unix"):
         return {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's Redis cache behind a circuit breaker (authserver/breaker.py). Short
+            # timeouts: a Redis on the network answers in a millisecond, and while it does not,
+            # what a call costs is the timeout (the breaker makes that one call per back-off).
+            "BACKEND": "authserver.cache.RedisCache",
             "LOCATION": value,
             "KEY_PREFIX": "authserver",
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     if scheme == "locmem":
         return {

@@ -20,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -57,6 +58,15 @@ LOGIN_LOCKOUTS = Counter(
 )
 LOGIN_THROTTLED = Counter(
     "authserver_login_throttled_total", "Sign-in attempts refused by the throttle."
+)
+# authserver/breaker.py: 1 while this process does not call the cache's Redis (an outage).
+REDIS_CIRCUIT_OPEN = Gauge(
+    "authserver_redis_circuit_open",
+    "1 while the circuit breaker keeps this process off the cache's Redis.",
+    multiprocess_mode="livemax",
+)
+REDIS_CIRCUIT_OPENED = Counter(
+    "authserver_redis_circuit_opened_total", "Outages of the cache's Redis seen (breaker opened)."
 )
 
 logger = logging.getLogger(__name__)

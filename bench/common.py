@@ -234,6 +234,35 @@ def _config_without_access_log(log_dir: Path) -> Path:
     return path
 
 
+SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian-wsgi", "granian-asgi", "uvicorn-asgi")
+
+
+def server_command(kind: str, app: str, port: int, config_args: list[str]) -> list[str]:
+    """The command line of one worker of ``kind`` serving ``app`` (a WSGI ``module:name``; the
+    ASGI servers get authserver/asgi.py's application for our server)."""
+    asgi = app.replace("authserver.wsgi:", "authserver.asgi:")
+    if kind in ("gunicorn-sync", "gunicorn-gthread"):
+        command = [sys.executable, "-m", "gunicorn", *config_args, app, "--workers=1"]
+        if kind == "gunicorn-sync":
+            command.append("--worker-class=sync")
+        else:
+            command += ["--worker-class=gthread", "--threads=4"]
+        return [*command, f"--bind=127.0.0.1:{port}", "--max-requests=0", "--error-logfile=-"]
+    if kind in ("granian-wsgi", "granian-asgi"):
+        interface = kind.split("-")[1]
+        return [
+            sys.executable, "-m", "granian", "--interface", interface, "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--no-ws",
+            asgi if interface == "asgi" else app,
+        ]  # fmt: skip
+    if kind == "uvicorn-asgi":
+        return [
+            sys.executable, "-m", "uvicorn", asgi, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--no-access-log", "--lifespan", "off",
+        ]  # fmt: skip
+    raise ValueError(f"unknown server {kind}")
+
+
 def start_server(
     args: argparse.Namespace,
     port: int,
@@ -243,32 +272,24 @@ def start_server(
     access_format: str | None = None,
     ready_path: str = "/.well-known/openid-configuration",
     app: str = SERVER_APP,
+    kind: str = "gunicorn-sync",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """gunicorn serving ``app`` (default: our server; ``BARE_DJANGO_APP`` for the reference)
-    with the production config (docker/gunicorn.conf.py, when there is one) and one sync worker
-    pinned to CPU 0: the same python, command line and environment whatever the app. Overridden
-    for the measurement: no worker recycling (``max_requests``: a restart landing in a measured
-    phase would be a cold start), a private ``PROMETHEUS_MULTIPROC_DIR``, and the access log: to
-    ``access_path`` in ``access_format`` through gunicorn's stock logger (the production one
-    drops header atoms), or off when ``access_path`` is None."""
+    """``kind`` (default gunicorn with one sync worker; see SERVERS) serving ``app`` (default:
+    our server; ``BARE_DJANGO_APP`` for the reference), pinned to CPU 0, gunicorn with the
+    production config (docker/gunicorn.conf.py, when there is one): the same python, command
+    line and environment whatever the app, ``env`` on top. Overridden for the measurement: no
+    worker recycling (``max_requests``: a restart landing in a measured phase would be a cold
+    start), a private ``PROMETHEUS_MULTIPROC_DIR``, and the access log: to ``access_path`` in
+    ``access_format`` through gunicorn's stock logger (the production one drops header atoms),
+    or off when ``access_path`` is None."""
     log = open(log_path, "wb")  # kept open for the child's lifetime
     if GUNICORN_CONFIG.exists():
         config = GUNICORN_CONFIG if access_path else _config_without_access_log(log_path.parent)
         config_args = ["-c", str(config)]
     else:
         config_args = []
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        *config_args,
-        app,
-        "--workers=1",
-        "--worker-class=sync",
-        f"--bind=127.0.0.1:{port}",
-        "--max-requests=0",
-        "--error-logfile=-",
-    ]
+    command = server_command(kind, app, port, config_args)
     if access_path is not None:
         command += [
             "--logger-class=gunicorn.glogging.Logger",
@@ -281,7 +302,9 @@ def start_server(
     process = subprocess.Popen(
         command,
         cwd=ROOT,
-        env=server_env(args, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(metrics)),
+        env=server_env(
+            args, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(metrics), **(env or {})
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=pin(0),  # sched_setaffinity only, before exec
@@ -289,7 +312,7 @@ def start_server(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log_path}")
+            raise RuntimeError(f"{kind} exited with {process.returncode}; see {log_path}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", ready_path)
@@ -300,16 +323,17 @@ def start_server(
             pass
         time.sleep(0.2)
     process.terminate()
-    raise RuntimeError(f"gunicorn did not answer within 60 s; see {log_path}")
+    raise RuntimeError(f"{kind} did not answer within 60 s; see {log_path}")
 
 
 def worker_pids(server: subprocess.Popen) -> list[int]:
-    """The gunicorn master's children (its workers)."""
+    """The server's workers: the master's children (gunicorn, granian), or the process itself
+    when it serves alone (uvicorn with one worker)."""
     try:
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
     except OSError:
         return []
-    return [int(pid) for pid in children.split()]
+    return [int(pid) for pid in children.split()] or [server.pid]
 
 
 def stop(process: subprocess.Popen | None) -> None:

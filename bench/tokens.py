@@ -70,6 +70,7 @@ from common import (
     GUNICORN_CONFIG,
     ISSUER,
     ROOT,
+    SERVERS,
     CpuSampler,
     bench_client,
     bench_parser,
@@ -115,6 +116,12 @@ REFERENCE_RATES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("node-oidc-provider refresh", 460, ("refresh",)),
     ("node-oidc-provider introspections", 1_390, ("introspection",)),
 )
+# Issue 13: ratios to the bare Django /ping of the same run, and the Redis-down floor.
+TARGET_BARE_RATIOS = {"client_credentials": 0.75, "introspection": 0.70, "refresh": 0.17}
+TARGET_REDIS_DOWN = 0.8  # of the same scenario's Redis-up figure
+TARGET_SPREAD = 10.0  # ± % over the rounds, on a quiet machine
+REDIS_DOWN_SCENARIOS = ("client_credentials", "introspection", "refresh")
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused
 REFERENCES = ("django_ping", "ping")  # always measured
 SCENARIOS = (*REFERENCES, "client_credentials", "introspection", "refresh", "dpop_refresh", "code")
 DPOP_RATE = 600  # DPoP refresh tokens (and proofs) seeded per second of warm-up + duration
@@ -144,6 +151,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(SCENARIOS),
         help="which to measure (default: all; django_ping and ping always run, as the references)",
     )
+    add("--rounds", type=int, default=3, help="rounds of every scenario, for the spread (3)")
+    add(
+        "--server",
+        choices=SERVERS,
+        default="gunicorn-sync",
+        help="what serves our app, one worker (default gunicorn-sync, production's; the bare "
+        "Django reference always runs under gunicorn-sync)",
+    )
+    add(
+        "--no-redis-down",
+        action="store_true",
+        help="skip the round with the cache's Redis unreachable for the server under test",
+    )
+    add(
+        "--id-token-alg",
+        choices=("RS256", "ES256"),
+        default="RS256",
+        help="the bench client's ID tokens, of the code exchange and of every refresh (OIDC "
+        "Core §12.2): RS256 (default, as node-oidc-provider's) or ES256",
+    )
     add("--wrk", default=os.environ.get("WRK", "wrk"), help="the wrk binary")
     add(
         "--no-pin-services",
@@ -152,8 +179,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.scenarios = [name for name in SCENARIOS if name in (*REFERENCES, *args.scenarios)]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not args.tokens:
-        args.tokens = int(3_000 * (args.warmup + args.duration) * 1.1) + 1_000
+        runs = args.rounds + (0 if args.no_redis_down else 1)
+        args.tokens = int(3_000 * (args.warmup + args.duration) * runs * 1.1) + 1_000
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
     return args
@@ -188,7 +218,11 @@ def seed(args: argparse.Namespace) -> Seeded:
 
     now = timezone.now()
     # Access tokens outlive the run: the one introspected is taken before the timing starts.
-    client, secret = bench_client(redirect_uris=[REDIRECT_URI], access_token_lifetime=3_600)
+    client, secret = bench_client(
+        redirect_uris=[REDIRECT_URI],
+        access_token_lifetime=3_600,
+        id_token_signed_response_alg=args.id_token_alg,
+    )
     resource, resource_secret = bench_client(
         "Bench resource server", grant_types=["client_credentials"], scopes=[]
     )
@@ -369,11 +403,13 @@ class ServicePinning:
         self.original: dict[int, set[int]] = {}
         self.default = set(range(os.cpu_count() or 1))
         self.pinned: dict[str, int] = {}
+        self.active = False  # pin() was called (not under --no-pin-services)
 
     def _all_tasks(self) -> list[tuple[str, int]]:
         return [(name, tid) for name in self.NAMES for pid in _pids(name) for tid in _tasks(pid)]
 
     def pin(self) -> None:
+        self.active = True
         for name, tid in self._all_tasks():
             try:
                 self.original.setdefault(tid, os.sched_getaffinity(tid))
@@ -387,6 +423,8 @@ class ServicePinning:
 
     def repin(self) -> None:
         """Pin what appeared since (the worker's new backends inherit; others may not)."""
+        if not self.active:
+            return
         for _name, tid in self._all_tasks():
             try:
                 if os.sched_getaffinity(tid) != {self.cpu}:
@@ -493,8 +531,14 @@ def correctness(port: int, seeded: Seeded) -> tuple[list[Check], str]:
         and child is not None
         and child.parent_id == rotated.pk
         and child.sid == seeded.sid
+        and isinstance(body.get("id_token"), str)  # OIDC Core §12.2: re-issued on refresh
     )
-    add("refresh: a Bearer access token and a new refresh token; rt-1 rotated", ok, status, body)
+    add(
+        "refresh: a Bearer access token, a new refresh token and ID token; rt-1 rotated",
+        ok,
+        status,
+        body,
+    )
     access_token = body.get("access_token", "") if isinstance(body, dict) else ""
 
     if seeded.dpop_key is not None:
@@ -735,6 +779,8 @@ class Measured:
     cpu0_busy: float
     cpu0_steal: float
     cpu: dict[str, float]
+    round: int = 1
+    redis_down: bool = False
 
 
 def steal_percent(sampler: CpuSampler, start: float, end: float, cpu: str) -> float:
@@ -814,8 +860,20 @@ def measure_bare_django(
 
 
 def measure(
-    args, port, seeded, access_token, server, database, sampler, pinning, log_dir
+    args,
+    port,
+    seeded,
+    access_token,
+    server,
+    database,
+    sampler,
+    pinning,
+    log_dir,
+    next_index,
+    names=None,
 ) -> list[Measured]:
+    """Each of ``names`` (default: the chosen scenarios) once. ``next_index``: the first unused
+    seeded refresh token and code, carried from round to round (each is used once)."""
     scenarios: dict[str, tuple[str, str, Callable[[int], list]]] = {
         "ping": ("/ping", "ping.lua", lambda first: []),
         "client_credentials": (
@@ -855,11 +913,9 @@ def measure(
             ],
         ),
     }
-    # Index 1 of each went to the correctness checks (and drt-2 was refused, not used up).
-    next_index = {"refresh": 2, "dpop_refresh": 2, "code": 2}
     seeded_count = {"dpop_refresh": seeded.dpop_tokens}
     measured = []
-    for name in args.scenarios:
+    for name in names or args.scenarios:
         if name not in scenarios:  # django_ping: its own server, measured before
             continue
         path, script, extra = scenarios[name]
@@ -883,6 +939,46 @@ def measure(
                 )
         measured.append(m)
     return measured
+
+
+def measure_redis_down(
+    args, log_dir, seeded, access_token, database, sampler, pinning, next_index
+) -> list[Measured]:
+    """Our server again, its cache pointed at a closed port (the shared Redis is untouched,
+    and so is every other process's cache): the circuit breaker's round (authserver/breaker.py)."""
+    port = free_port()
+    log_path = log_dir / "server-redis-down.log"
+    print(f"== Redis down: {args.server} on 127.0.0.1:{port} with CACHE_URL={DEAD_REDIS}")
+    server = start_server(
+        args, port, log_path, ready_path="/ping", kind=args.server, env={"CACHE_URL": DEAD_REDIS}
+    )
+    try:
+        names = [name for name in args.scenarios if name in REDIS_DOWN_SCENARIOS]
+        found = measure(
+            args,
+            port,
+            seeded,
+            access_token,
+            server,
+            database,
+            sampler,
+            pinning,
+            log_dir,
+            next_index,
+            names,
+        )
+    finally:
+        stop(server)
+    lines = log_path.read_text(errors="replace").splitlines()
+    app_lines = [line for line in lines if not line.startswith("[")]  # not gunicorn's own
+    print(f"  the server logged {len(app_lines)} line(s) of its own in that round:")
+    for line in app_lines[:10]:
+        print(f"    {line[:160]}")
+    for m in found:
+        m.redis_down = True
+        m.round = 0
+    args.redis_down_log_lines = len(app_lines)
+    return found
 
 
 def consistency(measured: list[Measured], counts: dict[str, int], connections: int) -> list[Check]:
@@ -926,9 +1022,11 @@ def consistency(measured: list[Measured], counts: dict[str, int], connections: i
     ):
         if name not in by_name:
             continue
-        m = by_name[name]
-        answered = 1 + m.result.successes + m.warmup.successes  # 1: the correctness check
-        in_flight = 2 * connections  # sent, then abandoned when wrk stopped: the server served them
+        runs = [m for m in measured if m.name == name]
+        # 1: the correctness check
+        answered = 1 + sum(m.result.successes + m.warmup.successes for m in runs)
+        # sent, then abandoned when wrk stopped (the server served them), twice a run
+        in_flight = 2 * 2 * connections * len(runs)
         done = counts[label]
         checks.append(
             Check(
@@ -1105,6 +1203,90 @@ def print_scaled_targets(by_name: dict[str, Measured], bare_rate: float) -> None
             )
 
 
+def median_rounds(measured: list[Measured]) -> list[Measured]:
+    """Per scenario, the round with the median req/s (the lower middle of an even count)."""
+    names = list(dict.fromkeys(m.name for m in measured))
+    chosen = []
+    for name in names:
+        runs = sorted((m for m in measured if m.name == name), key=lambda m: m.result.rate)
+        chosen.append(runs[(len(runs) - 1) // 2])
+    return chosen
+
+
+def print_spread(args, measured: list[Measured]) -> None:
+    """Every scenario over the rounds (min / median / max req/s, ± half the range over the
+    median), its median's ratio to the bare Django /ping's median, and the Redis-down round."""
+    rounds = [m for m in measured if not m.redis_down]
+    down = {m.name: m for m in measured if m.redis_down}
+    median = {m.name: m for m in median_rounds(rounds)}
+    bare = median.get("django_ping")
+    rows, verdicts = [], []
+    for name, m in median.items():
+        rates = sorted(r.result.rate for r in rounds if r.name == name)
+        spread = 100 * (rates[-1] - rates[0]) / 2 / m.result.rate if m.result.rate else math.nan
+        ratio = m.result.rate / bare.result.rate if bare and bare.result.rate else math.nan
+        p99 = max(r.result.p99 for r in rounds if r.name == name)
+        errors = sum(r.result.errors + r.warmup.errors for r in rounds if r.name == name)
+        d = down.get(name)
+        rows.append(
+            [
+                name,
+                str(len(rates)),
+                f"{rates[0]:,.0f}",
+                f"{m.result.rate:,.0f}",
+                f"{rates[-1]:,.0f}",
+                f"±{spread:.1f}",
+                f"{ratio:.2f}",
+                f"{p99 * 1e3:.2f}",
+                f"{errors:,}",
+                f"{d.result.rate:,.0f}" if d else "-",
+                f"{d.result.rate / m.result.rate:.2f}" if d and m.result.rate else "-",
+                f"{d.result.p99 * 1e3:.2f}" if d else "-",
+                f"{d.result.errors + d.warmup.errors:,}" if d else "-",
+            ]
+        )
+        if name in TARGET_BARE_RATIOS:
+            target = TARGET_BARE_RATIOS[name]
+            ok = ratio >= target and p99 * 1e3 < TARGET_P99_MS and errors == 0
+            verdicts.append(
+                (ok, f"{name} >= {target}x bare Django /ping, p99 < {TARGET_P99_MS:.0f} ms, "
+                 f"0 errors: {ratio:.2f}x, p99 {p99 * 1e3:.2f} ms, {errors:,} errors")
+            )  # fmt: skip
+        if d:
+            kept = d.result.rate / m.result.rate if m.result.rate else math.nan
+            bad = d.result.errors + d.warmup.errors
+            verdicts.append(
+                (kept >= TARGET_REDIS_DOWN and bad == 0,
+                 f"{name} with Redis down >= {TARGET_REDIS_DOWN}x its Redis-up median, 0 errors: "
+                 f"{kept:.2f}x, {bad:,} errors")
+            )  # fmt: skip
+        if len(rates) >= 3 and name != "django_ping":
+            verdicts.append(
+                (spread <= TARGET_SPREAD, f"{name} spread over {len(rates)} rounds within "
+                 f"±{TARGET_SPREAD:.0f}% (on a quiet machine): ±{spread:.1f}%")
+            )  # fmt: skip
+    print()
+    print(
+        f"ROUNDS ({args.server}, {args.rounds} rounds of {args.duration:.0f} s; the Redis-down "
+        f"round: the server under test with CACHE_URL={DEAD_REDIS})"
+    )
+    table(
+        [
+            "scenario", "rounds", "min req/s", "median", "max", "± %", "median / bare",
+            "p99 ms (max)", "errors", "Redis down req/s", "down / up", "down p99 ms",
+            "down errors",
+        ],
+        rows,
+    )  # fmt: skip
+    lines = getattr(args, "redis_down_log_lines", None)
+    if lines is not None:
+        verdicts.append((lines <= 5, f"Redis down: a handful of log lines at most: {lines}"))
+    print()
+    print("TARGETS (issue 13: ratios to the bare Django /ping of this run)")
+    for ok, line in verdicts:
+        print(f"  {'PASS' if ok else 'FAIL'}  {line}")
+
+
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -1161,34 +1343,63 @@ def main(argv: list[str] | None = None) -> int:
         config = GUNICORN_CONFIG.relative_to(ROOT) if GUNICORN_CONFIG.exists() else "no config"
         sampler = CpuSampler()
         sampler.start()
+        # Index 1 of each went to the correctness checks (and drt-2 was refused, not used up).
+        next_index = {"refresh": 2, "dpop_refresh": 2, "code": 2}
+        measured: list[Measured] = []
         try:
-            # The machine's reference first, on its own server (stopped before ours starts).
-            measured = [measure_bare_django(args, log_dir / log_name, name, sampler, pinning)]
-            connections.close_all()
-
             port = free_port()
-            print(
-                f"== gunicorn ({config}, access log off): 1 sync worker on 127.0.0.1:{port}, "
-                f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
-            )
-            log_name = "gunicorn.log"
-            server = start_server(args, port, log_dir / log_name, ready_path="/ping")
-
-            print("== correctness")
-            checks, access_token = correctness(port, seeded)
-            for check in checks:
+            log_name = "server.log"
+            for number in range(1, args.rounds + 1):
+                print(f"== round {number} of {args.rounds}")
+                # The machine's reference first, on its own server (ours is stopped meanwhile).
+                stop(server)
+                server = None
+                log_name = "bare_django.log"
+                bare = measure_bare_django(args, log_dir / log_name, name, sampler, pinning)
+                bare.round = number
+                measured.append(bare)
+                connections.close_all()
+                how = config if args.server.startswith("gunicorn") else "its defaults"
                 print(
-                    f"  {'ok  ' if check.ok else 'FAIL'} {check.label}"
-                    + (f" {check.detail}" if check.detail else "")
+                    f"== {args.server} ({how}, access log off): 1 worker on 127.0.0.1:{port}, "
+                    f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
                 )
-            if not all(check.ok for check in checks):
-                show_log(log_dir)
-                return 1
-            connections.close_all()
-
-            measured += measure(
-                args, port, seeded, access_token, server, name, sampler, pinning, log_dir
-            )
+                log_name = "server.log"
+                server = start_server(
+                    args, port, log_dir / log_name, ready_path="/ping", kind=args.server
+                )
+                if number == 1:
+                    print("== correctness")
+                    checks, access_token = correctness(port, seeded)
+                    for check in checks:
+                        print(
+                            f"  {'ok  ' if check.ok else 'FAIL'} {check.label}"
+                            + (f" {check.detail}" if check.detail else "")
+                        )
+                    if not all(check.ok for check in checks):
+                        show_log(log_dir, log_name)
+                        return 1
+                    connections.close_all()
+                for m in measure(
+                    args,
+                    port,
+                    seeded,
+                    access_token,
+                    server,
+                    name,
+                    sampler,
+                    pinning,
+                    log_dir,
+                    next_index,
+                ):
+                    m.round = number
+                    measured.append(m)
+            stop(server)
+            server = None
+            if not args.no_redis_down:
+                measured += measure_redis_down(
+                    args, log_dir, seeded, access_token, name, sampler, pinning, next_index
+                )
         finally:
             sampler.stop()
         stop(server)  # gracefully: the request in hand is finished first
@@ -1207,7 +1418,10 @@ def main(argv: list[str] | None = None) -> int:
         release_database(args)
 
     shutil.rmtree(log_dir, ignore_errors=True)
-    no_errors, _missed = print_report(args, measured)
+    rounds = [m for m in measured if not m.redis_down]
+    no_errors, _missed = print_report(args, median_rounds(rounds))
+    print_spread(args, measured)
+    no_errors = no_errors and all(m.result.errors + m.warmup.errors == 0 for m in measured)
     print()
     print("CORRECTNESS")
     checks = consistency(measured, counts, args.connections)

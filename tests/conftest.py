@@ -12,6 +12,7 @@ from django.test import Client, override_settings
 
 from accounts.models import UserSession
 from accounts.sessions import SessionStore
+from authserver import breaker
 from authserver.locks import _lock_id
 from tests.factories import PASSWORD, ClientFactory, Registered, UserFactory
 from tokens import keys
@@ -33,9 +34,12 @@ def _static_manifest(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Each test starts with an empty cache (a Redis database reserved for tests, see Makefile)."""
+    """Each test starts with an empty cache (a Redis database reserved for tests, see Makefile),
+    and with the cache's circuit breaker closed (a test may have pointed the cache at a dead Redis)."""
+    breaker.reset_all()
     cache.clear()
     yield
+    breaker.reset_all()
     cache.clear()
 
 

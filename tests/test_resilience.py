@@ -13,7 +13,7 @@ from authserver.celery import app
 from tests.conftest import form_error, sign_in
 from tests.factories import UserFactory
 from tests.tokens.conftest import exchange, get_code, token_request
-from tokens import logout
+from tokens import client_cache, logout
 from tokens.models import BackchannelLogout, Client
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -23,11 +23,14 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 def cache_down(settings):
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "authserver.cache.RedisCache",
             "LOCATION": DEAD_REDIS,
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
+    yield
+    # A client-change listener this process started meanwhile listens to the dead Redis.
+    client_cache._memory = None
 
 
 @pytest.mark.django_db

@@ -5,9 +5,12 @@ also against a remote JWKS). ``verify`` is the one place their claims are checke
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +21,7 @@ from joserfc import jwt
 from joserfc.errors import DecodeError, InvalidClaimError, InvalidHeaderValueError, JoseError
 from joserfc.jwk import KeySet
 
-from tokens import clients, keys, token_store
+from tokens import keys, token_store
 
 ALGORITHMS = ["ES256", "RS256"]
 TYPES = ("at+jwt", "application/at+jwt")
@@ -112,6 +115,56 @@ def claims_registry(issuer: str, audience: str | None) -> AccessTokenClaims:
     )
 
 
+class _Verified:
+    """Tokens whose signature this process has checked, by digest: (header typ, claims).
+
+    Verifying an ES256 signature was a fifth of introspection's CPU, and resource servers
+    present the same token many times. What is kept is only that our key signed these exact
+    bytes, which no revocation changes; the claims (expiry, issuer, audience) are validated on
+    every use, and whether the token is live is asked of PostgreSQL on every use
+    (``access_token_is_live``). Bounded (least recently used out), per process, and an entry
+    dies with its token's ``exp``. Keys are dropped only once nothing they signed can be
+    valid (tokens/keys.py), and an entry whose key is gone is checked afresh."""
+
+    SIZE = 4_096
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[bytes, tuple[object, object, dict]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, digest: bytes) -> tuple[object, object, dict] | None:
+        with self.lock:
+            entry = self.entries.get(digest)
+            if entry is not None:
+                self.entries.move_to_end(digest)
+            return entry
+
+    def put(self, digest: bytes, kid: object, typ: object, claims: dict) -> None:
+        with self.lock:
+            self.entries[digest] = (kid, typ, claims)
+            if len(self.entries) > self.SIZE:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+verified = _Verified()
+
+
+def _signed_by_us(value: str) -> tuple[object, dict]:
+    """(typ, claims) of a JWS one of our published keys signed, checked once per process."""
+    digest = hashlib.sha256(value.encode()).digest()
+    found = verified.get(digest)
+    if found is not None and keys.is_published(found[0]):  # an operator may delete a key
+        return found[1], dict(found[2])
+    token = keys.decode(value, ALGORITHMS)
+    typ = token.header.get("typ")
+    verified.put(digest, token.header.get("kid"), typ, dict(token.claims))
+    return typ, token.claims
+
+
 def verify(value: str, key_set: KeySet | None = None, *, audience: str | None = None) -> dict:
     """The claims of an unexpired access token, or raise a JoseError saying what is wrong.
 
@@ -123,15 +176,16 @@ def verify(value: str, key_set: KeySet | None = None, *, audience: str | None = 
         raise DecodeError("No token, or one too long to be ours.")
     try:
         if key_set is None:
-            token = keys.decode(value, ALGORITHMS)
+            typ, claims = _signed_by_us(value)
         else:
             token = jwt.decode(value, key_set, algorithms=ALGORITHMS)
+            typ, claims = token.header.get("typ"), token.claims
     except (ValueError, TypeError, KeyError) as error:  # not even a JWS
         raise DecodeError(type(error).__name__) from None
-    if token.header.get("typ") not in TYPES:
+    if typ not in TYPES:
         raise InvalidHeaderValueError("typ")
-    claims_registry(settings.ISSUER, audience).validate(token.claims)
-    return token.claims
+    claims_registry(settings.ISSUER, audience).validate(claims)
+    return claims
 
 
 def bound_jkt(claims: dict) -> str | None:
@@ -152,17 +206,19 @@ def read(value: str) -> dict | None:
 def access_token_is_live(claims: dict) -> bool:
     """Beyond signature and expiry (already checked): not deny-listed, client active, the person
     active, and the browser session it came from still alive. This is what makes revocation
-    immediate for anyone who introspects. One statement (tokens/token_store.py): the ORM took
+    immediate for anyone who introspects. One statement (tokens/token_store.py) on the rows
+    themselves, never on a cached copy (a Redis outage delays no revocation): the ORM took
     ten times longer to build it than PostgreSQL takes to answer it."""
-    if clients.active_client(claims["client_id"]) is None:
+    client_id = claims["client_id"]
+    if not isinstance(client_id, str) or not client_id or "\x00" in client_id:
         return False
     subject, sid = claims.get("sub"), claims.get("sid") or ""
     person = None
-    if subject != claims["client_id"]:
+    if subject != client_id:
         if not str(subject).isdigit():
             return False
         person = int(subject)
-    denied, session_alive, person_active = token_store.access_live(
-        claims["jti"], sid, person, timezone.now()
+    client_active, denied, session_alive, person_active = token_store.access_live(
+        client_id, claims["jti"], sid, person, timezone.now()
     )
-    return not denied and session_alive and person_active
+    return client_active and not denied and session_alive and person_active

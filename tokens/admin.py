@@ -89,6 +89,7 @@ class ClientForm(forms.ModelForm):
             "token_exchange_scopes", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
             "required_acr", "default_acr_values", "userinfo_signed_response_alg", "jwks", "jwks_uri",
             "token_endpoint_auth_signing_alg", "request_object_signing_alg", "request_uris",
+            "id_token_on_refresh",
             "is_active",
         ]  # fmt: skip
 

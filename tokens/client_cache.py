@@ -5,11 +5,14 @@ fifth of the endpoint's time. So each process keeps the clients it has used. A c
 client (save, delete, bulk update) publishes its id on a Redis channel once the transaction has
 committed, and a listener thread in every process drops its copy.
 
-Correctness does not rest on the messages arriving: while a process's listener is not
-subscribed (starting, Redis down, reconnecting), its copies are neither used nor kept, so a
-missed message can never serve a stale client; lookups then go to the shared cache or the
-database. A generation counter keeps a lookup that raced with a change from storing what it
-read before the change, and a TTL bounds every copy regardless.
+Correctness does not rest on the messages arriving: a process drops every copy it has each time
+its listener subscribes (on start and after any reconnect), so what it kept while it could not
+hear is gone as soon as it can. While Redis is unreachable (authserver/breaker.py) nobody can
+publish or hear a change, and the copies keep serving until their TTL: a change made on another
+host during an outage reaches this one within TTL seconds, and at once when Redis is back. A
+change made in this process is seen here at once regardless. Revocation never rests on these
+copies: whether a token is live is asked of PostgreSQL (tokens/access_tokens.py). A generation
+counter keeps a lookup that raced with a change from storing what it read before the change.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+
+from authserver.breaker import for_redis
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ def _listen(memory: _Memory, url: str) -> None:
     while True:
         try:
             connection = redis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=30
+                url, socket_connect_timeout=0.5, socket_keepalive=True, health_check_interval=30
             )
             subscription = connection.pubsub()
             subscription.subscribe(_channel())
@@ -105,15 +110,14 @@ def _listen(memory: _Memory, url: str) -> None:
                 if message["type"] == "subscribe":
                     memory.drop(None)  # whatever happened before we listened is unknown
                     memory.listening.set()
+                    for_redis(url).succeeded()  # this reconnect is the breaker's probe too
                 elif message["type"] == "message":
                     data = message["data"].decode()
                     memory.drop(None if data == "*" else data)
-        except Exception:
-            logger.warning(
-                "Client change listener lost Redis; clients come from the cache/database meanwhile"
-            )
+        except Exception as error:
+            # The breaker says it once per outage; the copies serve on until their TTL.
+            for_redis(url).failed(error)
         memory.listening.clear()
-        memory.drop(None)
         time.sleep(1)
 
 
@@ -138,7 +142,7 @@ def _memory_for_this_process() -> _Memory | None:
 
 def get(client_id: str):
     memory = _memory_for_this_process()
-    if memory is None or not memory.listening.is_set():
+    if memory is None:
         return UNKNOWN
     entry = memory.entries.get(client_id)
     if entry is None or entry[1] < time.monotonic():
@@ -152,10 +156,10 @@ def generation() -> int:
 
 
 def put(client_id: str, client, seen_generation: int) -> None:
-    """Keep ``client`` (or None: no such active client), unless a change arrived since the
-    lookup began (``seen_generation``) or nobody is listening for changes."""
+    """Keep ``client`` (or None: no such active client) for TTL seconds, unless a change
+    arrived since the lookup began (``seen_generation``)."""
     memory = _memory_for_this_process()
-    if memory is None or not memory.listening.is_set():
+    if memory is None:
         return
     with memory.lock:
         if memory.generation == seen_generation:
@@ -176,9 +180,9 @@ def changed(client_ids: list[str]) -> None:
         import redis
 
         try:
-            connection = redis.Redis.from_url(url, socket_connect_timeout=2)
+            connection = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
             message = client_ids[0] if len(client_ids) == 1 else "*"
-            connection.publish(_channel(), message)
+            for_redis(url).call(connection.publish, _channel(), message)
         except Exception:
             logger.warning(
                 "Could not announce a client change; other processes drop it within %d s", TTL

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from contextlib import suppress
 from datetime import timedelta
 
 from django.core.cache import cache
@@ -93,10 +94,9 @@ def active_client(client_id: str | None) -> Client | None:
         client = None if cached == _NO_CLIENT else cached
     else:
         client = Client.objects.filter(client_id=client_id, is_active=True).first()
-        try:
+        # Redis down: the breaker (authserver/breaker.py) says so once, not once per request.
+        with suppress(Exception):
             cache.set(key, client or _NO_CLIENT, client_cache.SHARED_SECONDS)
-        except Exception:
-            logger.warning("Could not cache client %s", client_id)
     client_cache.put(client_id, client, seen)
     return client
 

@@ -35,6 +35,7 @@ class _Keys:
     verifying: KeySet
     jwks: dict
     loaded: float
+    kids: frozenset[str] = frozenset()
 
 
 _lock = threading.Lock()
@@ -76,6 +77,7 @@ def _load() -> _Keys:
         verifying=KeySet.import_key_set({"keys": public}) if public else KeySet([]),
         jwks={"keys": public},
         loaded=time.monotonic(),
+        kids=frozenset(row.kid for row in rows),
     )
 
 
@@ -139,6 +141,11 @@ def decode(value: str, algorithms: list[str]):
         with _lock:
             keys = _cached = _load()
         return jwt.decode(value, keys.verifying, algorithms=algorithms)
+
+
+def is_published(kid: object) -> bool:
+    """True while the key ``kid`` still verifies (it has not been deleted)."""
+    return kid in _keys().kids
 
 
 def jwks() -> dict:

@@ -1,6 +1,6 @@
 """The hot path's four statements, and nothing else: find a refresh token (with its person and
 whether its session is alive), rotate it (compare-and-set), insert its successor, and check an
-access token's deny-list entry, session and person. The token endpoint and introspection run
+access token's client, deny-list entry, session and person. The token endpoint and introspection run
 them on every request; tokens/refresh_tokens.py and tokens/access_tokens.py hold the rules.
 
 On PostgreSQL the statements are fixed SQL written once from the models' own table and column
@@ -26,16 +26,23 @@ from datetime import datetime
 
 import psycopg
 from django.db import connection
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q
+from django.db.models import BooleanField, Exists, ExpressionWrapper, JSONField, OuterRef, Q
 
 from accounts.models import User, UserSession
-from tokens.models import RefreshToken, RevokedAccessToken
+from tokens.models import Client, RefreshToken, RevokedAccessToken
 
 # The columns find() reads: everything the refresh grant and the rules need, nothing more.
 FIND_COLUMNS = (
     "id", "family", "client_id", "user_id", "sid", "scope", "auth_time", "acr", "amr", "expires",
     "family_expires", "rotated_at", "revoked_at", "dpop_jkt",
 )  # fmt: skip
+
+
+# What find() reads of the person: whether they are active, and what an ID token re-issued on
+# refresh says about them (tokens/oauth/oidc.py), so that costs no query of its own.
+_PERSON = {"is_active", "username", "first_name", "last_name", "email", "email_verified"}
+# In the model's field order, which Model.from_db expects.
+PERSON_COLUMNS = tuple(f.attname for f in User._meta.concrete_fields if f.attname in _PERSON)
 
 
 def hand_prepared() -> bool:
@@ -61,13 +68,16 @@ def _q(name: str) -> str:
 
 
 _INSERT_FIELDS = [field for field in RefreshToken._meta.concrete_fields if not field.primary_key]
+_JSON_FIELDS = [field for field in _INSERT_FIELDS if isinstance(field, JSONField)]
+_AMR = RefreshToken._meta.get_field("amr")
 _INSERT_SQL = (
     f"INSERT INTO {_q(RefreshToken._meta.db_table)} "  # noqa: S608 - names from the model
     f"({', '.join(_q(field.column) for field in _INSERT_FIELDS)}) "
     f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))}) RETURNING {_q('id')}"
 )  # VALUES take their types from the columns: no casts needed
 _FIND_SQL = (  # the token, its person and whether its session (if any) is alive
-    f"SELECT {', '.join(f'r.{_q(name)}' for name in FIND_COLUMNS)}, u.{_q('is_active')}, "  # noqa: S608
+    f"SELECT {', '.join(f'r.{_q(name)}' for name in FIND_COLUMNS)}, "  # noqa: S608
+    f"{', '.join(f'u.{_q(name)}' for name in PERSON_COLUMNS)}, "
     f"(r.{_q('sid')} = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} s "
     f"WHERE s.{_q('sid')} = r.{_q('sid')} AND s.{_q('revoked_at')} IS NULL "
     f"AND s.{_q('expire_date')} > %s::timestamptz)) "
@@ -80,8 +90,10 @@ _ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated; 
     f"{_q('retry_response')} = NULL WHERE {_q('id')} = %s::bigint "
     f"AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
 )
-_ACCESS_LIVE_SQL = (  # denied?, session alive (or none)?, person active (or none)?
-    f"SELECT EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "  # noqa: S608
+_ACCESS_LIVE_SQL = (  # client active?, denied?, session alive (or none)?, person active (or none)?
+    f"SELECT EXISTS (SELECT 1 FROM {_q(Client._meta.db_table)} "  # noqa: S608
+    f"WHERE {_q('client_id')} = %s::text AND {_q('is_active')}), "
+    f"EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "
     f"WHERE {_q('jti')} = %s::text), "
     f"(%s::text = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} "
     f"WHERE {_q('sid')} = %s::text AND {_q('revoked_at')} IS NULL "
@@ -103,7 +115,12 @@ def insert(row: RefreshToken) -> RefreshToken:
     if not _postgresql():
         row.save(force_insert=True)
         return row
-    values = [getattr(row, field.attname) for field in _INSERT_FIELDS]
+    values = [
+        field.get_db_prep_save(getattr(row, field.attname), connection)
+        if field in _JSON_FIELDS  # a list would be adapted as an array, not as JSON
+        else getattr(row, field.attname)
+        for field in _INSERT_FIELDS
+    ]
     with _cursor(_INSERT_SQL, values) as cursor:
         row.pk = cursor.fetchone()[0]
     row._state.adding = False
@@ -111,7 +128,7 @@ def insert(row: RefreshToken) -> RefreshToken:
 
 
 def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
-    """The refresh token with this digest, its ``user`` holding only ``is_active``, and whether
+    """The refresh token with this digest, its ``user`` holding PERSON_COLUMNS, and whether
     the browser session it is bound to (if any) is alive at ``now``; None if unknown."""
     if not _postgresql():
         return _find_orm(digest, now)
@@ -119,9 +136,14 @@ def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
         found = cursor.fetchone()
     if found is None:
         return None
-    *values, person_active, session_alive = found
-    row = RefreshToken.from_db(connection.alias, list(FIND_COLUMNS), values)
-    row.user = User.from_db(connection.alias, ["id", "is_active"], [row.user_id, person_active])
+    values, person, session_alive = (
+        found[: len(FIND_COLUMNS)],
+        found[len(FIND_COLUMNS) : -1],
+        found[-1],
+    )
+    row = RefreshToken.from_db(connection.alias, list(FIND_COLUMNS), list(values))
+    row.amr = _AMR.from_db_value(row.amr, None, connection)  # jsonb arrives as text
+    row.user = User.from_db(connection.alias, ["id", *PERSON_COLUMNS], [row.user_id, *person])
     return row, bool(session_alive)
 
 
@@ -132,7 +154,11 @@ def _find_orm(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
     row = (
         RefreshToken.objects.filter(token_digest=digest)
         .select_related("user")
-        .only(*(name for name in FIND_COLUMNS if name != "id"), "user__id", "user__is_active")
+        .only(
+            *(name for name in FIND_COLUMNS if name != "id"),
+            "user__id",
+            *(f"user__{name}" for name in PERSON_COLUMNS),
+        )
         .annotate(
             session_alive=ExpressionWrapper(Q(sid="") | Exists(alive), output_field=BooleanField())
         )
@@ -155,14 +181,19 @@ def rotate(pk: int, now: datetime) -> bool:
         return cursor.rowcount == 1
 
 
-def access_live(jti: str, sid: str, person: int | None, now: datetime) -> tuple[bool, bool, bool]:
-    """(deny-listed, session alive or none, person active or none) for one access token."""
+def access_live(
+    client_id: str, jti: str, sid: str, person: int | None, now: datetime
+) -> tuple[bool, bool, bool, bool]:
+    """(client active, deny-listed, session alive or none, person active or none) for one
+    access token: the rows themselves, never a cached copy, so revocation is exact."""
     if not _postgresql():
         return (
+            Client.objects.filter(client_id=client_id, is_active=True).exists(),
             RevokedAccessToken.objects.filter(jti=jti).exists(),
             not sid or UserSession.objects.active(now).filter(sid=sid).exists(),
             person is None or User.objects.filter(pk=person, is_active=True).exists(),
         )
-    with _cursor(_ACCESS_LIVE_SQL, [jti, sid, sid, now, person, person]) as cursor:
-        denied, session_alive, person_active = cursor.fetchone()
-    return bool(denied), bool(session_alive), bool(person_active)
+    params = [client_id, jti, sid, sid, now, person, person]
+    with _cursor(_ACCESS_LIVE_SQL, params) as cursor:
+        client_active, denied, session_alive, person_active = cursor.fetchone()
+    return bool(client_active), bool(denied), bool(session_alive), bool(person_active)

@@ -6,14 +6,14 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tokens', '0007_dpop'),
+        ('tokens', '0008_refresh_id_token'),
     ]
 
     operations = [
         migrations.AddField(
             model_name='authorizationcode',
             name='acr',
-            field=models.CharField(blank=True, help_text='The level the sign-in reached.', max_length=8),
+            field=models.CharField(blank=True, db_default='', help_text='The level the sign-in reached.', max_length=8),
         ),
         migrations.AddField(
             model_name='client',
@@ -28,11 +28,11 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='refreshtoken',
             name='acr',
-            field=models.CharField(blank=True, help_text='Of the sign-in it came from.', max_length=8),
+            field=models.CharField(blank=True, db_default='', help_text='Of the sign-in it came from.', max_length=8),
         ),
         migrations.AddField(
             model_name='refreshtoken',
             name='amr',
-            field=models.CharField(blank=True, help_text='Of the sign-in it came from.', max_length=64),
+            field=models.CharField(blank=True, db_default='', help_text='Of the sign-in it came from.', max_length=64),
         ),
     ]

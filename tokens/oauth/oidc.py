@@ -142,6 +142,31 @@ def signed_userinfo(claims: dict, client) -> str:
     return jwt.encode({"alg": algorithm, "kid": kid, "typ": "JWT"}, body, key)
 
 
+class OpenIDRefresh(OpenIDCode):
+    """A new ID token with every refresh of a grant that had ``openid``, for clients with
+    ``id_token_on_refresh`` (OIDC Core §12.2). Its claims are those of the original
+    authentication, read from the refresh token (which carries them down the family from the
+    code): the same iss, sub, aud, azp, auth_time, acr, amr and sid; a new iat, exp and at_hash
+    for the new access token; no nonce ("it SHOULD NOT have a nonce Claim Value")."""
+
+    def __call__(self, grant) -> None:
+        grant.register_hook("after_create_token_response", self.process_token)
+
+    def process_token(self, grant, response):
+        _, token, _ = response
+        request = grant.request
+        if not request.client.id_token_on_refresh or "openid" not in token.get("scope", "").split():
+            return token
+        # request.user has what user_claims reads (tokens/token_store.PERSON_COLUMNS).
+        return super().process_token(grant, response)
+
+    def get_compatible_claims(self, request) -> dict:
+        claims = super().get_compatible_claims(request)
+        # The refresh token stands for the code of the original authentication.
+        claims.update(self.get_authorization_code_claims(request.refresh_token))
+        return claims
+
+
 def read_id_token(value: str | None) -> dict | None:
     """Claims of an ID token this server issued (signature and issuer checked; expiry NOT
     checked: OIDC Core §3.1.2.1 and RP-Initiated Logout §2 accept expired ID tokens as hints)."""

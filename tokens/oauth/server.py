@@ -24,7 +24,7 @@ from tokens.oauth.grants import (
     TokenExchangeGrant,
     dpop_proof,
 )
-from tokens.oauth.oidc import OpenIDCode
+from tokens.oauth.oidc import OpenIDCode, OpenIDRefresh
 from tokens.oauth.pushed import PushedAuthorizationEndpoint
 from tokens.oauth.registration import ConfigurationEndpoint, RegistrationEndpoint
 
@@ -185,7 +185,7 @@ def build_server() -> AuthorizationServer:
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(require_nonce=False)]
     )
-    server.register_grant(RefreshTokenGrant)
+    server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(DeviceCodeGrant)
     server.register_grant(TokenExchangeGrant)

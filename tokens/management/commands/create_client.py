@@ -72,6 +72,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--request-uri", action="append", default=[], dest="request_uris")
         parser.add_argument("--userinfo-signed-response-alg", choices=["RS256", "ES256"])
+        parser.add_argument(
+            "--no-id-token-on-refresh", action="store_false", dest="id_token_on_refresh",
+            help="Refreshing an openid grant returns no new ID token (OIDC Core §12.2; on by "
+            "default).",
+        )  # fmt: skip
 
     def handle(
         self,
@@ -88,6 +93,7 @@ class Command(BaseCommand):
         refresh_retry_window=None,
         exchange_audiences=(),
         exchange_scopes=(),
+        id_token_on_refresh=True,
         **options,
     ):
         extra = {"token_endpoint_auth_method": auth_method} if auth_method and not public else {}
@@ -120,6 +126,7 @@ class Command(BaseCommand):
                 scopes=scopes,
                 consent=consent,
                 dpop_bound_access_tokens=dpop_bound_access_tokens,
+                id_token_on_refresh=id_token_on_refresh,
                 **extra,
             )
         except ValidationError as error:
