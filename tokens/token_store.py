@@ -69,7 +69,6 @@ def _q(name: str) -> str:
 
 _INSERT_FIELDS = [field for field in RefreshToken._meta.concrete_fields if not field.primary_key]
 _JSON_FIELDS = [field for field in _INSERT_FIELDS if isinstance(field, JSONField)]
-_AMR = RefreshToken._meta.get_field("amr")
 _INSERT_SQL = (
     f"INSERT INTO {_q(RefreshToken._meta.db_table)} "  # noqa: S608 - names from the model
     f"({', '.join(_q(field.column) for field in _INSERT_FIELDS)}) "
@@ -142,7 +141,6 @@ def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:
         found[-1],
     )
     row = RefreshToken.from_db(connection.alias, list(FIND_COLUMNS), list(values))
-    row.amr = _AMR.from_db_value(row.amr, None, connection)  # jsonb arrives as text
     row.user = User.from_db(connection.alias, ["id", *PERSON_COLUMNS], [row.user_id, *person])
     return row, bool(session_alive)
 
