@@ -73,7 +73,7 @@ def store_refresh_token(
     bound_sid = "" if OFFLINE_ACCESS in scope.split() else sid
     digest = token_digest(value)
     sealed = None
-    if answer is not None and parent is not None and retry_window(client):
+    if answer is not None and parent is not None and retry_window(client, bound=bool(dpop_jkt)):
         sealed = sealing.seal(answer, parent_value=parent_value, successor_digest=digest)
     row = RefreshToken(
         token_digest=digest,
@@ -98,16 +98,16 @@ def store_refresh_token(
     return token_store.insert(row)
 
 
-def retry_window(client: Client) -> int:
+def retry_window(client: Client, *, bound: bool = False) -> int:
     """Seconds after a rotation during which ``client`` retrying it gets the same answer; 0: off.
 
-    Off for public clients: their refresh tokens are bearer secrets on a device with no client
-    authentication, so a copy presented within the window would be answered just the same.
-    DPoP (RFC 9449 §5) changes that: a refresh token bound to the client's key may have the
-    window, since a copy is useless without the key. (At merge with DPoP: ``if client.is_public
-    and not bound``, ``bound`` being the rotated token's key binding; this is the one place.)
+    Off for public clients' bearer refresh tokens: nothing but the token backs them (no client
+    authentication), so a copy presented within the window would be answered just the same.
+    ``bound``: the token is bound to the client's DPoP key (RFC 9449 §5), so a copy is useless
+    without the key, and a public client may have the window too (the retry must carry a proof
+    with that key, checked before the answer is given: tokens/oauth/grants.py).
     """
-    if client.is_public:
+    if client.is_public and not bound:
         return 0
     window = client.refresh_retry_window
     return settings.REFRESH_RETRY_WINDOW if window is None else window
@@ -178,7 +178,7 @@ def resend(
     have it again: within its retry window, the successor neither used, revoked nor expired,
     the same scope asked for. None otherwise. The retry path's one extra statement: the
     successor's row."""
-    window = retry_window(client)
+    window = retry_window(client, bound=bool(row.dpop_jkt))
     if not window or row.client_id != client.pk:
         return None
     now = now or timezone.now()

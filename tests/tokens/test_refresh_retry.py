@@ -22,7 +22,9 @@ from tests.tokens.conftest import (
     get_code,
     past_the_retry_window,
     refresh,
+    token_request,
 )
+from tests.tokens.dpop_client import Holder
 from tests.tokens.test_token_endpoint import assert_oauth_error
 from tokens import access_tokens, revocation, sealing
 from tokens.models import MAX_REFRESH_RETRY_WINDOW, Client, RefreshToken, token_digest
@@ -146,8 +148,9 @@ def test_rfc6749_s6_a_retry_asking_for_another_scope_is_a_replay(confidential, t
 
 
 def test_rfc9700_4_14_2_public_clients_have_no_retry_window(public, tokens):
-    """A public client's refresh token is a bearer secret that nothing else backs (until DPoP
-    binds it): a copy presented within the window would be answered, so there is none."""
+    """A public client's bearer refresh token is a secret that nothing else backs: a copy
+    presented within the window would be answered, so there is none (unless DPoP binds it:
+    below)."""
     first = tokens(public, scope="openid")
     refresh(public, first["refresh_token"], auth="none")
     assert_oauth_error(refresh(public, first["refresh_token"], auth="none"), "invalid_grant")
@@ -282,3 +285,67 @@ def test_rfc9700_4_14_2_twenty_concurrent_refreshes_within_the_window_all_get_th
     assert not RefreshToken.objects.filter(revoked_at__isnull=False).exists()
     assert not SecurityEvent.objects.filter(kind="refresh_replay").exists()
     assert refresh(confidential, bodies[0]["refresh_token"]).status_code == 200
+
+
+# --- public clients whose refresh tokens are DPoP-bound (RFC 9449 §5) -----------------------
+@pytest.fixture
+def bound_tokens(logged_in_client, public):
+    """A public client's tokens from a code exchange with a DPoP proof: its refresh token is
+    bound to the holder's key."""
+    holder = Holder()
+    code, verifier = get_code(logged_in_client, public, scope="openid")
+    response = token_request(
+        public,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": public.client.redirect_uris[0],
+            "code_verifier": verifier,
+        },
+        auth="none",
+        HTTP_DPOP=holder.proof(),
+    )
+    assert response.status_code == 200, response.content
+    return holder, response.json()
+
+
+def dpop_refresh(public, value: str, proof: str | None):
+    extra = {"HTTP_DPOP": proof} if proof else {}
+    return token_request(
+        public, {"grant_type": "refresh_token", "refresh_token": value}, auth="none", **extra
+    )
+
+
+def test_rfc9449_5_a_public_clients_bound_refresh_token_has_the_retry_window(public, bound_tokens):
+    """RFC 9449 §5 binds a public client's refresh token to its key, so a copy is useless
+    without it: the key holder retrying a lost refresh gets the same answer (one successor)."""
+    holder, first = bound_tokens
+    answer = dpop_refresh(public, first["refresh_token"], holder.proof())
+    assert answer.status_code == 200, answer.content
+    again = dpop_refresh(public, first["refresh_token"], holder.proof())
+    assert again.status_code == 200, again.content
+    assert again.json()["refresh_token"] == answer.json()["refresh_token"]
+    assert again.json()["access_token"] == answer.json()["access_token"]
+    assert RefreshToken.objects.filter(parent__isnull=False).count() == 1
+    assert not RefreshToken.objects.filter(revoked_at__isnull=False).exists()
+
+
+def test_rfc9449_5_a_retry_of_a_bound_token_without_its_key_gets_nothing(public, bound_tokens):
+    """Within the window, the rotated token presented without a proof, or with another key,
+    gets invalid_grant and not the answer; the key holder's successor keeps working."""
+    holder, first = bound_tokens
+    answer = dpop_refresh(public, first["refresh_token"], holder.proof()).json()
+    assert_oauth_error(dpop_refresh(public, first["refresh_token"], None), "invalid_grant")
+    other = Holder().proof()
+    assert_oauth_error(dpop_refresh(public, first["refresh_token"], other), "invalid_grant")
+    onward = dpop_refresh(public, answer["refresh_token"], holder.proof())
+    assert onward.status_code == 200, onward.content
+
+
+def test_rfc9700_4_14_2_a_bound_tokens_retry_after_the_window_is_a_replay(public, bound_tokens):
+    holder, first = bound_tokens
+    dpop_refresh(public, first["refresh_token"], holder.proof())
+    past_the_retry_window()
+    response = dpop_refresh(public, first["refresh_token"], holder.proof())
+    assert_oauth_error(response, "invalid_grant")
+    assert_family_revoked_for_replay(first["refresh_token"])

@@ -263,14 +263,13 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
             refresh_token, request.client, scope=scope, request=request.django_request
         )
         if isinstance(found, refresh_tokens.Resent):
-            request.resent = found.answer  # a retry within the window: the same answer again
+            # A retry within the window: the same answer again, to the key holder only.
+            self._check_binding(found.row)
+            request.resent = found.answer
             return found.row
         if found is None:
             return None
-        if found.dpop_jkt and not same_key(found.dpop_jkt, dpop_proof(self.request)):
-            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key, and every
-            # use needs a proof with that key. Checked before the token is used up.
-            raise InvalidGrantError("The refresh token is bound to another DPoP key.")
+        self._check_binding(found)
         # Check the scope before using the token up: a request that would fail must not burn it.
         self._validate_token_scope(found)
         if not refresh_tokens.rotate(found):
@@ -281,6 +280,12 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
             )
             return found if request.resent is not None else None
         return found
+
+    def _check_binding(self, row) -> None:
+        """RFC 9449 §5: a public client's refresh token is bound to its DPoP key, and every use
+        (a retry too) needs a proof with that key. Checked before the token is used up."""
+        if row.dpop_jkt and not same_key(row.dpop_jkt, dpop_proof(self.request)):
+            raise InvalidGrantError("The refresh token is bound to another DPoP key.")
 
     def save_token(self, token) -> None:
         pass  # once the answer is final, in create_token_response
