@@ -474,7 +474,8 @@ AUTHORIZATION_RESPONSES = {
     ),
     "invalid_request_uri": (
         "invalid_request_uri",
-        _ask(request_uri="urn:ietf:params:oauth:request_uri:x", challenge="x" * 43),
+        # OIDC Core §6.2: a remote request_uri the client never registered is not fetched
+        _ask(request_uri="https://attacker.example/request.jwt", challenge="x" * 43),
     ),
     "consent_required": ("consent_required", _ask(prompt="none", challenge="x" * 43)),
     "login_required": ("login_required", _ask_anonymously(prompt="none", challenge="x" * 43)),

@@ -495,8 +495,10 @@ def _missing_response_type(world, sent) -> str | None:
         return None  # refused on an error page first (RFC 6749 §3.1)
     if params.get("response_type"):
         return None
-    if params.get("request_uri", "").startswith("urn:ietf:params:oauth:request_uri:"):
-        return None  # RFC 9126 §4: the pushed parameters count, not the query's
+    if "request" in params or "request_uri" in params:
+        # RFC 9126 §4, RFC 9101 §5, OIDC Core §6: a pushed request or a request object brings
+        # its own parameters, and its own errors (invalid_request_uri, invalid_request_object)
+        return None
     clients = {c.client_id: c.client for c in (world.confidential, world.poster, world.public)}
     client = clients.get(params.get("client_id"))
     if client is None:

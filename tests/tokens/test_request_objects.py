@@ -296,9 +296,12 @@ def test_a_request_uri_larger_than_the_limit_is_refused(browser, signer, host, s
     )
 
 
-def test_rfc9126_a_pushed_request_urn_is_not_fetched_and_refused_for_now(browser, signer):
+def test_rfc9126_4_a_pushed_request_urn_is_never_fetched(browser, signer):
+    """Our own URNs name pushed requests (RFC 9126 §4); one we never issued is an error page,
+    never a fetch and never a redirect."""
     location = url(signer, request_uri="urn:ietf:params:oauth:request_uri:abc", state="q-state")
-    error_at_client(answer(browser, location), "invalid_request_uri")
+    response = answer(browser, location)
+    assert response.status_code == 400 and not response.has_header("Location")
 
 
 def test_a_request_object_survives_the_sign_in(user, signer, key):
