@@ -47,6 +47,7 @@ from tests.tokens.conftest import (
     REDIRECT,
     Registered,
     authorize_url,
+    dpop_code_flow,
     endpoint,
     exchange,
     get_code,
@@ -1584,24 +1585,6 @@ def test_plain_http_claiming_https_through_a_header_fails(confidential):
 
 
 # === §4.10.1 sender-constrained tokens: DPoP (RFC 9449) =========================================
-def _dpop_tokens(logged_in_client, public, holder: Holder) -> dict:
-    """A public client's code flow with DPoP: an access and a refresh token bound to its key."""
-    code, verifier = get_code(logged_in_client, public, scope="openid profile")
-    response = token_request(
-        public,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": public.client.redirect_uris[0],
-            "code_verifier": verifier,
-        },
-        auth="none",
-        HTTP_DPOP=holder.proof(),
-    )
-    assert response.status_code == 200 and response.json()["token_type"] == "DPoP"
-    return response.json()
-
-
 def _dpop_userinfo(token: str, proof: str | None, scheme: str = "DPoP"):
     headers = {"HTTP_AUTHORIZATION": f"{scheme} {token}"}
     if proof is not None:
@@ -1642,7 +1625,7 @@ def test_stolen_dpop_bound_access_token_fails(logged_in_client, public, use):
     """§4.10.1 / RFC 9449 §7: a DPoP-bound access token is no use without its private key."""
     # Given a DPoP-bound access token that an attacker has copied
     owner, thief = Holder(), Holder()
-    token = _dpop_tokens(logged_in_client, public, owner)["access_token"]
+    token = dpop_code_flow(logged_in_client, public, owner.proof())["access_token"]
     # When the attacker presents it
     response = STOLEN_TOKEN_USES[use](token, thief, owner)
     # Then 401 with a DPoP challenge, and no claims
@@ -1655,7 +1638,7 @@ def test_stolen_dpop_bound_refresh_token_fails(logged_in_client, public):
     """§4.14.2 / RFC 9449 §5: a public client's refresh token is bound to its DPoP key; the
     thief's refresh is refused, without a proof or with its own key, and the token survives."""
     owner, thief = Holder(), Holder()
-    stolen = _dpop_tokens(logged_in_client, public, owner)["refresh_token"]
+    stolen = dpop_code_flow(logged_in_client, public, owner.proof())["refresh_token"]
     data = {"grant_type": "refresh_token", "refresh_token": stolen}
     assert_oauth_error(token_request(public, data, auth="none"), "invalid_grant")
     assert_oauth_error(

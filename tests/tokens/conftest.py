@@ -97,6 +97,22 @@ def exchange(
     return token_request(client, data, auth=auth)
 
 
+def dpop_code_flow(browser: Browser, client: Registered, proof: str, scope="openid profile"):
+    """A public client's code flow whose exchange carries a DPoP proof (RFC 9449 §5): its access
+    and refresh tokens are bound to the proof's key."""
+    code, verifier = get_code(browser, client, scope=scope)
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": client.client.redirect_uris[0],
+        "code_verifier": verifier,
+    }
+    response = token_request(client, data, auth="none", HTTP_DPOP=proof)
+    assert response.status_code == 200, response.content
+    assert response.json()["token_type"] == "DPoP"
+    return response.json()
+
+
 def refresh(client: Registered, refresh_token: str, *, auth="basic", **extra):
     return token_request(
         client, {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}, auth=auth

@@ -17,6 +17,7 @@ from accounts.models import SecurityEvent
 from authserver import janitor
 from tests.factories import ClientFactory, Registered
 from tests.tokens.conftest import (
+    dpop_code_flow,
     endpoint,
     exchange,
     get_code,
@@ -293,20 +294,7 @@ def bound_tokens(logged_in_client, public):
     """A public client's tokens from a code exchange with a DPoP proof: its refresh token is
     bound to the holder's key."""
     holder = Holder()
-    code, verifier = get_code(logged_in_client, public, scope="openid")
-    response = token_request(
-        public,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": public.client.redirect_uris[0],
-            "code_verifier": verifier,
-        },
-        auth="none",
-        HTTP_DPOP=holder.proof(),
-    )
-    assert response.status_code == 200, response.content
-    return holder, response.json()
+    return holder, dpop_code_flow(logged_in_client, public, holder.proof(), scope="openid")
 
 
 def dpop_refresh(public, value: str, proof: str | None):
