@@ -296,9 +296,11 @@ def test_a_request_uri_larger_than_the_limit_is_refused(browser, signer, host, s
     )
 
 
-def test_rfc9126_a_pushed_request_urn_is_not_fetched_and_refused_for_now(browser, signer):
+def test_rfc9126_4_an_unknown_pushed_request_urn_is_never_fetched_and_gets_a_page(browser, signer):
     location = url(signer, request_uri="urn:ietf:params:oauth:request_uri:abc", state="q-state")
-    error_at_client(answer(browser, location), "invalid_request_uri")
+    response = answer(browser, location)
+    assert "Location" not in response  # no trusted redirect URI: a page for the person
+    assert b"This sign-in link has expired" in response.content
 
 
 def test_a_request_object_survives_the_sign_in(user, signer, key):
