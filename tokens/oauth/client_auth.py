@@ -87,7 +87,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(
                 description="This client does not authenticate with private_key_jwt."
             )
-        algorithms = client_keys.allowed_algorithms(client.token_endpoint_auth_signing_alg)
+        algorithms = client_keys.allowed_algorithms(client, client.token_endpoint_auth_signing_alg)
         try:
             token = client_keys.decode(client, data["client_assertion"], algorithms)
         except client_keys.KeysUnavailable as error:
