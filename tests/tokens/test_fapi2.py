@@ -20,6 +20,14 @@ from tests.tokens.dpop_client import Holder, claims_of
 from tests.tokens.test_client_admin import ADD_URL, add_form, form_errors
 from tests.tokens.test_pushed_authorization import allow, authorize_path
 from tests.tokens.test_pushed_authorization import push as post_to_par
+from tests.tokens.test_registration import (  # noqa: F401 - initial_token is a fixture
+    PUBLIC_JWKS,
+    WEB_APP,
+    initial_token,
+    manage,
+    register,
+    update_of,
+)
 from tokens.models import AuthorizationCode, Client
 
 pytestmark = pytest.mark.django_db
@@ -326,3 +334,23 @@ def test_admin_shows_the_flag_and_refuses_a_fapi2_client_with_a_secret(staff_cli
     assert "private_key_jwt" in " ".join(errors.get("token_endpoint_auth_method", [])), errors
     assert "FAPI 2.0 needs https" in " ".join(errors.get("redirect_uris", [])), errors
     assert not Client.objects.filter(fapi2=True).exclude(pk=fapi.client.pk).exists()
+
+
+# --- registration (RFC 7592): no standard metadata names a profile; an update cannot leave it ---
+def test_rfc7592_2_2_a_fapi2_client_cannot_update_itself_out_of_the_profile(initial_token):  # noqa: F811
+    metadata = {**WEB_APP, "token_endpoint_auth_method": "private_key_jwt", "jwks": PUBLIC_JWKS}
+    registered = register(metadata, initial_token)
+    assert registered.status_code == 201, registered.content
+    body = registered.json()
+    Client.objects.filter(client_id=body["client_id"]).update(fapi2=True)  # the operator's flag
+
+    downgrade = update_of(body, token_endpoint_auth_method="client_secret_basic", jwks=None)
+    downgrade = {k: v for k, v in downgrade.items() if v is not None}
+    response = manage(
+        "PUT", body["registration_client_uri"], body["registration_access_token"], downgrade
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_client_metadata"
+    client = Client.objects.get(client_id=body["client_id"])
+    assert client.fapi2 and client.uses_keys and client.secret_digest == ""
