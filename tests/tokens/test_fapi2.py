@@ -214,6 +214,29 @@ def test_fapi2_5_3_3_a_client_secret_is_never_issued_nor_accepted(fapi):
     oauth_error(response, "invalid_client", 401)
 
 
+@pytest.mark.parametrize("aud", [ISSUER + "/par", ISSUER + "/token", [ISSUER]])
+def test_fapi2_5_3_2_1_the_assertion_audience_is_the_issuer_string_only(fapi, key, aud):
+    params = {"client_id": fapi.client_id, "response_type": "code", "scope": "openid",
+              "redirect_uri": fapi.client.redirect_uris[0], "code_challenge": pkce_pair()[1],
+              "code_challenge_method": "S256"}  # fmt: skip
+    form = assertion_form(fapi.client_id, key, ALG, aud=aud)
+    response = post_to_par(fapi, {**params, **form}, auth="key")
+    oauth_error(response, "invalid_client", 401)
+    assert par(fapi, key).status_code == 201  # aud: the issuer, a string
+
+
+def test_other_key_clients_keep_every_audience_rfc7523_allows(db, key):
+    client = Registered.of(
+        ClientFactory(
+            token_endpoint_auth_method=Client.AuthMethod.PRIVATE_KEY_JWT, jwks=public_jwks(key)
+        )
+    )
+    params = {"client_id": client.client_id, "response_type": "code", "scope": "openid",
+              "redirect_uri": client.client.redirect_uris[0]}  # fmt: skip
+    form = assertion_form(client.client_id, key, ALG, aud=ISSUER + "/par")
+    assert post_to_par(client, {**params, **form}, auth="key").status_code == 201
+
+
 def test_fapi2_5_3_3_a_fapi2_client_must_use_private_key_jwt(db, key):
     client = Client(
         client_id="bank",
