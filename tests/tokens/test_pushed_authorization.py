@@ -173,7 +173,8 @@ def test_rfc9126_2_2_created_with_a_request_uri_and_its_lifetime(confidential, s
         ({"prompt": "none login"}, "invalid_request"),
         ({"max_age": "soon"}, "invalid_request"),
         ({"id_token_hint": "not-a-token"}, "invalid_request"),
-        ({"request": "not-a-jwt"}, "invalid_request_object"),  # §3: a request object
+        # §3: a pushed request object is checked as at /authorize (this one is not a JWT)
+        ({"request": "not-a-request-object"}, "invalid_request_object"),
     ],
 )
 def test_rfc9126_2_3_an_invalid_request_gets_a_json_error(confidential, change, error):
@@ -407,7 +408,11 @@ def test_rfc9126_4_a_claimed_request_gets_time_to_sign_in(confidential, settings
     assert settings.PUSHED_AUTHORIZATION_SIGN_IN_TIME - 5 < remaining
 
 
-def test_rfc9126_4_an_unregistered_remote_request_uri_is_refused(confidential, logged_in_client):
+def test_oidc_core_6_2_a_remote_request_uri_the_client_never_registered_is_refused(
+    confidential, logged_in_client
+):
+    """Not one of our URNs (RFC 9126 §4), so OIDC Core §6.2's remote request_uri: fetched only
+    when the client registered it (require_request_uri_registration); this one it did not."""
     response = logged_in_client.get(
         authorize_path(
             confidential.client_id,
@@ -417,7 +422,6 @@ def test_rfc9126_4_an_unregistered_remote_request_uri_is_refused(confidential, l
         ),
         secure=True,
     )
-    # OIDC Core §6.2: only a request_uri the client registered is fetched.
     assert query(response["Location"])["error"] == "invalid_request_uri"
 
 
