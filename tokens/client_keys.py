@@ -24,7 +24,12 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from tokens import outbound
-from tokens.models import CLIENT_SIGNING_ALGORITHMS, Client, public_jwks_problem
+from tokens.models import (
+    CLIENT_SIGNING_ALGORITHMS,
+    FAPI2_SIGNING_ALGORITHMS,
+    Client,
+    public_jwks_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +116,13 @@ def decode(client: Client, value: str, algorithms: list[str]) -> jwt.Token:
     return jwt.decode(value, key_set(client, refetch=True), algorithms=algorithms)
 
 
-def allowed_algorithms(registered: str) -> list[str]:
-    """What the client may sign with: the one algorithm it registered, or any we accept."""
-    return [registered] if registered else list(CLIENT_SIGNING_ALGORITHMS)
+def allowed_algorithms(client: Client, registered: str) -> list[str]:
+    """What the client may sign with: the one algorithm it registered, or any we accept; for a
+    fapi2 client only those FAPI 2.0 §5.4 allows (no RS256)."""
+    algorithms = [registered] if registered else list(CLIENT_SIGNING_ALGORITHMS)
+    if client.fapi2:
+        return [alg for alg in algorithms if alg in FAPI2_SIGNING_ALGORITHMS]
+    return algorithms
 
 
 def remember_assertion_id(client_id: str, jti: str, expires_at: float) -> bool:

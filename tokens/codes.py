@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import User
@@ -52,7 +51,7 @@ def save_authorization_code(
         dpop_jkt=dpop_jkt,
         acr=acr,
         created=now,
-        expires=now + timedelta(seconds=settings.AUTHORIZATION_CODE_LIFETIME),
+        expires=now + timedelta(seconds=client.code_lifetime),
     )
 
 

@@ -40,6 +40,10 @@ def token_digest(value: str) -> str:
 # none or HS*: a client secret is not a signing key here). EdDSA is left out: RFC 9864
 # deprecates it in favour of the fully specified Ed25519.
 CLIENT_SIGNING_ALGORITHMS = ("RS256", "PS256", "ES256", "Ed25519")
+# FAPI 2.0 Security Profile §5.4 (cryptography): PS256, ES256 or EdDSA with Ed25519 (RS256 is not allowed).
+FAPI2_SIGNING_ALGORITHMS = ("PS256", "ES256", "Ed25519")
+# FAPI 2.0 Security Profile §5.3.2.1: authorization codes live at most 60 seconds.
+FAPI2_MAX_CODE_LIFETIME = 60
 
 
 def _secret_digest(secret: str, key: str) -> str:
@@ -176,6 +180,15 @@ class Client(models.Model):
         default=False,
         db_default=False,
         help_text="RFC 9449 §5.2: every token request of this client must carry a DPoP proof.",
+    )
+    # --- FAPI 2.0 Security Profile ---
+    fapi2 = models.BooleanField(
+        "FAPI 2.0 profile",
+        default=False,
+        db_default=False,
+        help_text="Enforce the FAPI 2.0 Security Profile: pushed authorization requests, PKCE "
+        "S256, DPoP-bound tokens, private_key_jwt only, PS256/ES256/Ed25519 only, https "
+        "redirect URIs, codes that live at most 60 s.",
     )
     # --- Sign-in strength (accounts/assurance.py: pwd < mfa < phr) ---
     default_acr_values = models.JSONField(
@@ -429,8 +442,40 @@ class Client(models.Model):
             )
         if unknown := unknown_scopes(self.allowed_scopes):
             errors.setdefault("allowed_scopes", []).append(str(UnknownScopes(unknown)))
+        if self.fapi2:
+            for field, problem in self._fapi2_problems():
+                errors.setdefault(field, []).append(problem)
         if errors:
             raise ValidationError(errors)
+
+    def _fapi2_problems(self) -> list[tuple[str, str]]:
+        """What a client must register to be held to the FAPI 2.0 Security Profile (§5.3.2)."""
+        problems = []
+        if not self.uses_keys:
+            # §5.3.2.1: confidential clients only, authenticated by private_key_jwt (or mTLS).
+            problems.append(("token_endpoint_auth_method", "FAPI 2.0 needs private_key_jwt."))
+        for field in ("token_endpoint_auth_signing_alg", "request_object_signing_alg"):
+            if getattr(self, field) not in ("", *FAPI2_SIGNING_ALGORITHMS):
+                problems.append((field, "FAPI 2.0 allows PS256, ES256 or Ed25519 only (5.4)."))
+        for uri in self.redirect_uris:
+            if isinstance(uri, str) and urlsplit(uri).scheme != "https":
+                # §5.3.2.1: redirect URIs use https.
+                problems.append(("redirect_uris", f"{uri}: FAPI 2.0 needs https."))
+        if self.request_uris:
+            # §5.3.2.1: request_uri only from our PAR endpoint, so none is ever fetched.
+            problems.append(("request_uris", "FAPI 2.0 takes request_uri only from PAR."))
+        return problems
+
+    @property
+    def sender_constrained(self) -> bool:
+        """RFC 9449 §5.2 / FAPI 2.0 §5.3.2.1: every token request carries a DPoP proof."""
+        return self.dpop_bound_access_tokens or self.fapi2
+
+    @property
+    def code_lifetime(self) -> int:
+        if self.fapi2:
+            return min(settings.AUTHORIZATION_CODE_LIFETIME, FAPI2_MAX_CODE_LIFETIME)
+        return settings.AUTHORIZATION_CODE_LIFETIME
 
 
 # RFC 7517 §6.3 / §6.4: the private members of RSA, EC and OKP keys, and "k" of a symmetric

@@ -50,10 +50,12 @@ def is_pushed_reference(value: str | None) -> bool:
 
 
 def required_for(client: Client) -> bool:
-    """RFC 9126 §5 (the server) and §6 (the client's metadata): authorization requests only by PAR."""
+    """RFC 9126 §5 (the server) and §6 (the client's metadata), and FAPI 2.0 §5.3.2.1 (a fapi2
+    client): authorization requests only by PAR."""
     return (
         settings.REQUIRE_PUSHED_AUTHORIZATION_REQUESTS
         or client.require_pushed_authorization_requests
+        or client.fapi2
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import urlencode, urlsplit
@@ -19,6 +20,7 @@ from django.utils import timezone
 from authserver import janitor
 from tests.conftest import sign_in
 from tests.factories import PASSWORD, ClientFactory, Registered, UserFactory
+from tests.tokens.client_side import ISSUER, assertion_form, new_key, public_jwks, sign
 from tests.tokens.conftest import endpoint, exchange, pkce_pair, query
 from tokens import pushed_requests
 from tokens.models import AuthorizationCode, Client, PushedAuthorizationRequest, token_digest
@@ -586,3 +588,112 @@ def test_rfc9126_6_operators_set_the_flag_in_admin_and_with_create_client(staff_
     assert printed["require_pushed_authorization_requests"] is True
     made = Client.objects.get(client_id=printed["client_id"])
     assert made.require_pushed_authorization_requests is True
+
+
+# --- §3 a request object pushed (RFC 9101 JAR through PAR) ----------------------------------------
+def key_signer(key) -> Registered:
+    """A confidential client that authenticates with private_key_jwt and signs request objects
+    with the same registered key."""
+    return Registered.of(
+        ClientFactory(
+            token_endpoint_auth_method=Client.AuthMethod.PRIVATE_KEY_JWT, jwks=public_jwks(key)
+        )
+    )
+
+
+def request_object_claims(client: Registered, **overrides) -> dict:
+    claims = {
+        "iss": client.client_id,
+        "aud": ISSUER,
+        "exp": int(time.time()) + 300,
+        "client_id": client.client_id,
+        "response_type": "code",
+        "redirect_uri": client.client.redirect_uris[0],
+        "scope": "openid profile",
+        "state": "in-the-object",
+        "nonce": "object-nonce",
+        "code_challenge": pkce_pair()[1],
+        "code_challenge_method": "S256",
+    }
+    claims.update(overrides)
+    return claims
+
+
+def push_object(client: Registered, key, request_object: str, **body):
+    """RFC 9126 §3: the pushed body carries the request object and the client's assertion."""
+    data = {"client_id": client.client_id, "request": request_object, **body}
+    alg = "ES256" if key.key_type == "EC" else "PS256"
+    data.update(assertion_form(client.client_id, key, alg, aud=ISSUER))
+    return push(client, data, auth="key")
+
+
+def json_refusal(response, error: str) -> dict:
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"].startswith("application/json")
+    assert "Location" not in response
+    body = response.json()
+    assert body["error"] == error, body
+    return body
+
+
+def test_rfc9126_3_a_signed_request_object_pushed_gives_its_parameters(db):
+    key = new_key("PS256")
+    client = key_signer(key)
+    claims = request_object_claims(client)
+
+    response = push_object(
+        client, key, sign(claims, key, "PS256"), response_type="code", scope="openid",
+        state="outside-the-object",
+    )  # fmt: skip
+
+    assert response.status_code == 201, response.content
+    stored = PushedAuthorizationRequest.objects.get().parameters
+    for name in ("state", "nonce", "scope", "redirect_uri", "code_challenge"):
+        assert stored[name] == claims[name], name  # RFC 9101 §6.3: the object's win
+    assert not {"request", "client_assertion", "client_assertion_type"} & set(stored)
+
+
+def test_rfc9126_3_a_plain_oauth_request_object_is_all_that_counts(db):
+    key = new_key("ES256")
+    client = key_signer(key)
+    claims = request_object_claims(client, scope="profile", nonce=None)
+    claims = {k: v for k, v in claims.items() if v is not None}
+
+    response = push_object(client, key, sign(claims, key, "ES256"), prompt="login")
+
+    assert response.status_code == 201, response.content
+    stored = PushedAuthorizationRequest.objects.get().parameters
+    assert stored["scope"] == "profile" and stored["state"] == "in-the-object"
+    assert "prompt" not in stored  # RFC 9101 §5: only the object's parameters
+
+
+def test_rfc9126_3_a_request_object_signed_with_another_key_is_invalid_request_object(db):
+    key = new_key("PS256")
+    client = key_signer(key)
+    forged = sign(request_object_claims(client), new_key("PS256"), "PS256")
+
+    json_refusal(push_object(client, key, forged, response_type="code", scope="openid"),
+                 "invalid_request_object")  # fmt: skip
+    assert not PushedAuthorizationRequest.objects.exists()
+
+
+def test_rfc9126_3_the_objects_client_id_must_be_the_authenticated_client(db):
+    key = new_key("PS256")
+    client, other = key_signer(key), key_signer(key)
+    claims = request_object_claims(client, client_id=other.client_id, iss=other.client_id)
+
+    response = push_object(client, key, sign(claims, key, "PS256"), response_type="code")
+
+    json_refusal(response, "invalid_request")
+    assert not PushedAuthorizationRequest.objects.exists()
+
+
+def test_rfc9126_2_1_request_uri_in_the_body_is_refused_with_a_request_object(db):
+    key = new_key("PS256")
+    client = key_signer(key)
+    signed = sign(request_object_claims(client), key, "PS256")
+
+    response = push_object(client, key, signed, request_uri=URN + "x" * 43)
+
+    json_refusal(response, "invalid_request")
+    assert not PushedAuthorizationRequest.objects.exists()

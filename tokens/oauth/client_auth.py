@@ -87,7 +87,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(
                 description="This client does not authenticate with private_key_jwt."
             )
-        algorithms = client_keys.allowed_algorithms(client.token_endpoint_auth_signing_alg)
+        algorithms = client_keys.allowed_algorithms(client, client.token_endpoint_auth_signing_alg)
         try:
             token = client_keys.decode(client, data["client_assertion"], algorithms)
         except client_keys.KeysUnavailable as error:
@@ -98,6 +98,10 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
                 description="The assertion's signature does not verify with the client's keys."
             ) from None
         self.verify_claims(token.claims)
+        if client.fapi2 and token.claims["aud"] != settings.ISSUER:
+            # FAPI 2.0 §5.3.2.1: only the issuer identifier, as a string, is the audience (an
+            # endpoint URL as audience is what the audience injection attack exploits).
+            raise InvalidClientError(description="aud must be the issuer identifier, a string.")
         return client
 
     def verify_claims(self, claims) -> None:

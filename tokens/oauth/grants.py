@@ -154,7 +154,7 @@ class IssuesTokens:
     def authenticate_token_endpoint_client(self):
         client = super().authenticate_token_endpoint_client()
         self.request.dpop = check_dpop_proof(self.request)
-        if client.dpop_bound_access_tokens and self.request.dpop is None:
+        if client.sender_constrained and self.request.dpop is None:
             # RFC 9449 §5.2: such a client's token requests without a DPoP header are refused,
             # before any code or refresh token is looked at (none is used up).
             raise InvalidDpopProofError("This client must send a DPoP proof with every request.")
@@ -441,4 +441,7 @@ class S256CodeChallenge(CodeChallenge):
             )
         if not challenge and grant.request.client.is_public:
             raise InvalidRequestError("Public clients must send a PKCE 'code_challenge' (S256).")
+        if not challenge and grant.request.client.fapi2:
+            # FAPI 2.0 §5.3.2.1: PKCE with S256 for every request.
+            raise InvalidRequestError("This client must send a PKCE 'code_challenge' (S256).")
         super().validate_code_challenge(grant, redirect_uri)

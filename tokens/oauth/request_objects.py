@@ -77,9 +77,12 @@ def _resolve(params: Mapping[str, str], client: Client, verified: dict) -> dict[
     for name in ("request", "request_uri"):
         if name in claims:
             raise InvalidRequestObjectError(f"A request object must not hold {name} (RFC 9101 4).")
+    # RFC 9101 §5: client_id is always in the query; response_type may be only in the object
+    # (a plain OAuth request, as RFC 9126 §3 pushes one), and must agree when in both.
     for name in ("client_id", "response_type"):
-        if name in claims and claims[name] != params.get(name):
-            raise InvalidRequestError(f"{name} in the request object differs from the query's.")
+        if name in claims and (name == "client_id" or name in params):
+            if claims[name] != params.get(name):
+                raise InvalidRequestError(f"{name} in the request object differs from the query's.")
     _check_jwt_claims(claims, client)
     carried = {name: _text(value) for name, value in claims.items() if name not in JWT_CLAIMS}
     openid = "openid" in (params.get("scope") or "").split()
@@ -119,13 +122,17 @@ def _verified_claims(value: str, client: Client) -> dict:
         raise InvalidRequestObjectError("The request object is not a JWT.") from None
     registered = client.request_object_signing_alg
     if header.get("alg") == "none":
+        if client.fapi2:
+            raise InvalidRequestObjectError("Request objects of this client must be signed.")
         if registered not in ("", "none"):
             raise InvalidRequestObjectError(f"Request objects must be signed with {registered}.")
         return _unsigned_claims(value)
     if registered == "none":
         raise InvalidRequestObjectError("This client registered unsigned request objects.")
     try:
-        token = client_keys.decode(client, value, client_keys.allowed_algorithms(registered))
+        token = client_keys.decode(
+            client, value, client_keys.allowed_algorithms(client, registered)
+        )
     except client_keys.KeysUnavailable as error:
         raise InvalidRequestObjectError(str(error)) from None
     except JoseError:

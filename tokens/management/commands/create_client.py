@@ -66,6 +66,11 @@ class Command(BaseCommand):
             "--jwks", type=json.loads, help="The client's public keys, a JWK Set as JSON."
         )
         parser.add_argument("--jwks-uri", help="Where the client publishes its public keys.")
+        parser.add_argument(
+            "--profile", choices=["fapi2"],
+            help="fapi2: hold the client to the FAPI 2.0 Security Profile (needs "
+            "--auth-method private_key_jwt and --jwks or --jwks-uri).",
+        )  # fmt: skip
         parser.add_argument("--token-endpoint-auth-signing-alg", choices=CLIENT_SIGNING_ALGORITHMS)
         parser.add_argument(
             "--request-object-signing-alg", choices=[*CLIENT_SIGNING_ALGORITHMS, "none"]
@@ -104,6 +109,8 @@ class Command(BaseCommand):
         )
         if require_par:
             extra["require_pushed_authorization_requests"] = True
+        if options.get("profile") == "fapi2":
+            extra["fapi2"] = True
         keys = {
             "jwks": options["jwks"] or {},
             "jwks_uri": options["jwks_uri"] or "",
@@ -149,6 +156,7 @@ class Command(BaseCommand):
                         client.require_pushed_authorization_requests
                     ),
                     "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
+                    "fapi2": client.fapi2,
                     "refresh_retry_window": client.refresh_retry_window,
                     "token_exchange_audiences": client.token_exchange_audiences,
                     "token_exchange_scopes": client.token_exchange_scopes,
