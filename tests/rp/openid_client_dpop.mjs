@@ -5,25 +5,9 @@
 // (§7). Spoken to by tests/rp/test_certified_rp.py in JSON lines, like openid_client_rp.mjs.
 //
 //   node openid_client_dpop.mjs   with ISSUER, INITIAL_ACCESS_TOKEN, REDIRECT_URI in the environment
-import * as readline from 'node:readline'
 import * as client from 'openid-client'
 
-const env = (name) => {
-  const value = process.env[name]
-  if (!value) throw new Error(`${name} is not set`)
-  return value
-}
-const say = (step, details = {}) => process.stdout.write(JSON.stringify({ step, ...details }) + '\n')
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]()
-async function ask (step, details) {
-  say(step, details)
-  const { value, done } = await lines.next()
-  if (done) throw new Error(`stdin closed while waiting for the answer to ${step}`)
-  return JSON.parse(value)
-}
-function expect (condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`)
-}
+import { ask, env, expect, say } from './lines.mjs'
 
 async function main () {
   const issuer = new URL(env('ISSUER'))

@@ -10,28 +10,9 @@
 // state, iss in the authorization response (RFC 9207), PKCE, the ID token (signature against
 // jwks_uri, iss, aud, exp, iat, nonce, azp), userinfo's sub against the ID token's. A failed check
 // throws; the script then prints {"step": "error", ...} and exits 1, which fails the test.
-import * as readline from 'node:readline'
 import * as client from 'openid-client'
 
-const env = (name) => {
-  const value = process.env[name]
-  if (!value) throw new Error(`${name} is not set`)
-  return value
-}
-
-const say = (step, details = {}) => process.stdout.write(JSON.stringify({ step, ...details }) + '\n')
-
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]()
-async function ask (step, details) {
-  say(step, details)
-  const { value, done } = await lines.next()
-  if (done) throw new Error(`stdin closed while waiting for the answer to ${step}`)
-  return JSON.parse(value)
-}
-
-function expect (condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`)
-}
+import { ask, env, expect, say } from './lines.mjs'
 
 async function refused (promise) {
   try {
