@@ -122,18 +122,7 @@ def test_fapi2_5_3_2_1_a_pushed_request_gets_a_code_with_iss(fapi, key, logged_i
 def test_fapi2_5_3_2_1_a_request_object_by_value_at_authorize_is_refused(
     fapi, key, logged_in_client
 ):
-    claims = {
-        "iss": fapi.client_id,
-        "aud": ISSUER,
-        "exp": int(time.time()) + 60,
-        "client_id": fapi.client_id,
-        "response_type": "code",
-        "redirect_uri": fapi.client.redirect_uris[0],
-        "scope": "openid",
-        "code_challenge": pkce_pair()[1],
-        "code_challenge_method": "S256",
-    }
-    url = authorize_url(fapi, scope="openid", request=sign(claims, key, ALG))
+    url = authorize_url(fapi, scope="openid", request=sign(request_object(fapi), key, ALG))
     response = logged_in_client.get(url, secure=True)
     assert query(response["Location"])["error"] == "invalid_request"
     assert not AuthorizationCode.objects.exists()
