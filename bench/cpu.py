@@ -54,6 +54,12 @@ def parse_args(argv=None):
     add("--redis-down", action="store_true", help=f"the cache at {CLOSED_PORT_REDIS}")
     add("--bare", action="store_true", help="measure only bench/bare_django.py's /ping")
     add("--no-bare", action="store_true", help="skip the bare Django reference")
+    add(
+        "--id-token-alg",
+        choices=("RS256", "ES256"),
+        default="RS256",
+        help="the seeded client's ID tokens, re-issued on every refresh (default RS256)",
+    )
     return parser.parse_args(argv)
 
 
