@@ -54,6 +54,7 @@ class Config:
     access_token_signing_alg: str
     authorization_code_lifetime: int
     refresh_retry_window: int
+    access_token_liveness_cache: int
     consent_lifetime_days: int
     extra_scopes: dict[str, str]
     id_token_lifetime: int
@@ -218,6 +219,9 @@ def load(environ: dict[str, str] | None = None) -> Config:
             "AUTHORIZATION_CODE_LIFETIME", 60, minimum=10, maximum=600
         ),
         refresh_retry_window=read.integer("REFRESH_RETRY_WINDOW", 30, minimum=0, maximum=300),
+        access_token_liveness_cache=read.integer(
+            "ACCESS_TOKEN_LIVENESS_CACHE", 60, minimum=0, maximum=600
+        ),
         consent_lifetime_days=read.integer("CONSENT_LIFETIME_DAYS", 365, minimum=1, maximum=3650),
         extra_scopes=_scopes(read),
         id_token_lifetime=read.integer("ID_TOKEN_LIFETIME", 3600, minimum=60, maximum=86_400),

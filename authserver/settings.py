@@ -155,6 +155,10 @@ CONSENT_LIFETIME_DAYS = CONFIG.consent_lifetime_days
 # confidential client presenting the rotated token again gets the same successor back; a client's
 # own refresh_retry_window overrides it; 0 turns it off.
 REFRESH_RETRY_WINDOW = CONFIG.refresh_retry_window
+# Introspection and userinfo (tokens/liveness.py): seconds at most a process answers "live" for
+# an access token from memory; any revocation anywhere forgets every answer at once. 0: always
+# ask the rows.
+ACCESS_TOKEN_LIVENESS_CACHE = CONFIG.access_token_liveness_cache
 ID_TOKEN_LIFETIME = CONFIG.id_token_lifetime
 LOGOUT_TOKEN_LIFETIME = 120
 # Key life cycle (tokens/keys.py): a key is published a day before it signs, signs for

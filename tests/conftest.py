@@ -15,7 +15,7 @@ from accounts.sessions import SessionStore
 from authserver import breaker
 from authserver.locks import _lock_id
 from tests.factories import PASSWORD, ClientFactory, Registered, UserFactory
-from tokens import keys
+from tokens import keys, liveness
 from tokens.oauth.server import get_server
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -30,6 +30,14 @@ def _static_manifest(tmp_path_factory):
     call_command("collectstatic", interactive=False, verbosity=0)
     yield
     override.disable()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_listening_for_revocations(django_db_setup):
+    """tokens/liveness.py keeps a connection to the test database: close it before the
+    database is dropped."""
+    yield
+    liveness.close()
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from joserfc import jwt
 from joserfc.errors import DecodeError, InvalidClaimError, InvalidHeaderValueError, JoseError
 from joserfc.jwk import KeySet
 
-from tokens import keys, token_store
+from tokens import keys, liveness, token_store
 
 ALGORITHMS = ["ES256", "RS256"]
 TYPES = ("at+jwt", "application/at+jwt")
@@ -121,9 +121,8 @@ class _Verified:
     Verifying an ES256 signature was a fifth of introspection's CPU, and resource servers
     present the same token many times. What is kept is only that our key signed these exact
     bytes, which no revocation changes; the claims (expiry, issuer, audience) are validated on
-    every use, and whether the token is live is asked of PostgreSQL on every use
-    (``access_token_is_live``). Bounded (least recently used out), per process, and an entry
-    dies with its token's ``exp``. Keys are dropped only once nothing they signed can be
+    every use, and whether the token is live is asked on every use (``access_token_is_live``).
+    Bounded (least recently used out), per process, and an entry dies with its token's ``exp``. Keys are dropped only once nothing they signed can be
     valid (tokens/keys.py), and an entry whose key is gone is checked afresh."""
 
     SIZE = 4_096
@@ -207,8 +206,9 @@ def access_token_is_live(claims: dict) -> bool:
     """Beyond signature and expiry (already checked): not deny-listed, client active, the person
     active, and the browser session it came from still alive. This is what makes revocation
     immediate for anyone who introspects. One statement (tokens/token_store.py) on the rows
-    themselves, never on a cached copy (a Redis outage delays no revocation): the ORM took
-    ten times longer to build it than PostgreSQL takes to answer it."""
+    themselves (the ORM took ten times longer to build it than PostgreSQL takes to answer it),
+    or this process's memory of that answer, which every revocation anywhere wipes at once
+    (tokens/liveness.py). Never Redis: a Redis outage delays no revocation."""
     client_id = claims["client_id"]
     if not isinstance(client_id, str) or not client_id or "\x00" in client_id:
         return False
@@ -218,7 +218,17 @@ def access_token_is_live(claims: dict) -> bool:
         if not str(subject).isdigit():
             return False
         person = int(subject)
-    client_active, denied, session_alive, person_active = token_store.access_live(
-        client_id, claims["jti"], sid, person, timezone.now()
+    jti = claims["jti"]
+    known, generation = liveness.lookup(jti) if isinstance(jti, str) else (False, None)
+    if known:
+        return True
+    client_active, denied, session_expires, person_active = token_store.access_live(
+        client_id, jti, sid, person, timezone.now()
     )
-    return client_active and not denied and session_alive and person_active
+    live = (
+        client_active and not denied and (not sid or session_expires is not None) and person_active
+    )
+    if live and generation is not None:
+        until = claims["exp"] if not sid else min(claims["exp"], session_expires.timestamp())
+        liveness.remember(jti, generation, until)
+    return live

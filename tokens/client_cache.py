@@ -11,8 +11,10 @@ hear is gone as soon as it can. While Redis is unreachable (authserver/breaker.p
 publish or hear a change, and the copies keep serving until their TTL: a change made on another
 host during an outage reaches this one within TTL seconds, and at once when Redis is back. A
 change made in this process is seen here at once regardless. Revocation never rests on these
-copies: whether a token is live is asked of PostgreSQL (tokens/access_tokens.py). A generation
-counter keeps a lookup that raced with a change from storing what it read before the change.
+copies: whether a token is live is asked of PostgreSQL (tokens/access_tokens.py), whose own
+announcements, not Redis's, end what a process remembers of it (tokens/liveness.py). A
+generation counter keeps a lookup that raced with a change from storing what it read before
+the change.
 """
 
 from __future__ import annotations

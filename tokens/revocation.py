@@ -34,7 +34,7 @@ from accounts.models import SecurityEvent, User, UserSession
 from accounts.services import record_event, security_event
 from accounts.sessions import SID_KEY, SessionStore
 from authserver.metrics import CODE_REPLAYS, REFRESH_REPLAYS
-from tokens import logout
+from tokens import liveness, logout
 from tokens.models import AuthorizationCode, Client, RefreshToken, RevokedAccessToken
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ def _end_sessions(sessions, *, by, reason, request=None, actor_user=None) -> lis
     UserSession.objects.filter(session_key__in=keys, revoked_at__isnull=True).update(
         revoked_at=timezone.now(), ended_by=by, end_reason=reason[:200]
     )
+    liveness.changed()
     _drop_cached_sessions_on_commit(keys)
     SecurityEvent.objects.bulk_create(
         security_event(
@@ -199,6 +200,7 @@ def deactivate_user(
     (offline ones too). Returns how many sessions were ended."""
     with transaction.atomic():
         if User.objects.filter(pk=user.pk, is_active=True).update(is_active=False):
+            liveness.changed()
             record_event(
                 SecurityEvent.Kind.USER_DEACTIVATED,
                 request=request,
@@ -231,6 +233,7 @@ def deactivate_client(
     actor = Actor.OPERATOR if actor_user else Actor.SYSTEM
     with transaction.atomic():
         Client.objects.filter(pk=client.pk).update(is_active=False, updated=timezone.now())
+        liveness.changed()
         client.is_active = False
         record_event(
             SecurityEvent.Kind.CLIENT_DEACTIVATED,
@@ -336,6 +339,7 @@ def deny_access_tokens(entries: list[tuple[str, object]]) -> None:
     ]
     if rows:
         RevokedAccessToken.objects.bulk_create(rows, ignore_conflicts=True)
+        liveness.changed()
 
 
 def _revoke_refresh_tokens(

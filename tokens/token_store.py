@@ -89,14 +89,14 @@ _ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated; 
     f"{_q('retry_response')} = NULL WHERE {_q('id')} = %s::bigint "
     f"AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
 )
-_ACCESS_LIVE_SQL = (  # client active?, denied?, session alive (or none)?, person active (or none)?
+_ACCESS_LIVE_SQL = (  # client active?, denied?, the live session's expiry?, person active?
     f"SELECT EXISTS (SELECT 1 FROM {_q(Client._meta.db_table)} "  # noqa: S608
     f"WHERE {_q('client_id')} = %s::text AND {_q('is_active')}), "
     f"EXISTS (SELECT 1 FROM {_q(RevokedAccessToken._meta.db_table)} "
     f"WHERE {_q('jti')} = %s::text), "
-    f"(%s::text = '' OR EXISTS (SELECT 1 FROM {_q(UserSession._meta.db_table)} "
+    f"(SELECT {_q('expire_date')} FROM {_q(UserSession._meta.db_table)} "
     f"WHERE {_q('sid')} = %s::text AND {_q('revoked_at')} IS NULL "
-    f"AND {_q('expire_date')} > %s::timestamptz)), "
+    f"AND {_q('expire_date')} > %s::timestamptz), "
     f"(%s::bigint IS NULL OR EXISTS (SELECT 1 FROM {_q(User._meta.db_table)} "
     f"WHERE {_q('id')} = %s::bigint AND {_q('is_active')}))"
 )
@@ -181,17 +181,22 @@ def rotate(pk: int, now: datetime) -> bool:
 
 def access_live(
     client_id: str, jti: str, sid: str, person: int | None, now: datetime
-) -> tuple[bool, bool, bool, bool]:
-    """(client active, deny-listed, session alive or none, person active or none) for one
-    access token: the rows themselves, never a cached copy, so revocation is exact."""
+) -> tuple[bool, bool, datetime | None, bool]:
+    """(client active, deny-listed, when the live session ``sid`` expires (None: no such live
+    session, or no sid), person active or none) for one access token: the rows themselves."""
     if not _postgresql():
         return (
             Client.objects.filter(client_id=client_id, is_active=True).exists(),
             RevokedAccessToken.objects.filter(jti=jti).exists(),
-            not sid or UserSession.objects.active(now).filter(sid=sid).exists(),
+            UserSession.objects.active(now)
+            .filter(sid=sid)
+            .values_list("expire_date", flat=True)
+            .first()
+            if sid
+            else None,
             person is None or User.objects.filter(pk=person, is_active=True).exists(),
         )
-    params = [client_id, jti, sid, sid, now, person, person]
+    params = [client_id, jti, sid, now, person, person]
     with _cursor(_ACCESS_LIVE_SQL, params) as cursor:
-        client_active, denied, session_alive, person_active = cursor.fetchone()
-    return bool(client_active), bool(denied), bool(session_alive), bool(person_active)
+        client_active, denied, session_expires, person_active = cursor.fetchone()
+    return bool(client_active), bool(denied), session_expires, bool(person_active)
