@@ -106,8 +106,17 @@ def pending(typed_user_code: str) -> DeviceAuthorization | None:
     )
 
 
-def decide(row: DeviceAuthorization, *, user: User | None, sid: str = "", auth_time=None) -> bool:
-    """The person approved (``user``) or denied (None) the request; False if it was decided
+def decide(
+    row: DeviceAuthorization,
+    *,
+    user: User | None,
+    sid: str = "",
+    auth_time=None,
+    acr: str = "",
+    amr: list[str] | None = None,
+) -> bool:
+    """The person approved (``user``, signed in ``auth_time`` in the session ``sid`` with the
+    methods ``amr``, reaching ``acr``) or denied (None) the request; False if it was decided
     meanwhile or has expired (only the first answer counts)."""
     now = timezone.now()
     if user is None:
@@ -118,6 +127,8 @@ def decide(row: DeviceAuthorization, *, user: User | None, sid: str = "", auth_t
             "user": user,
             "sid": sid,
             "auth_time": auth_time,
+            "acr": acr,
+            "amr": " ".join(amr or []),
         }
     return bool(
         DeviceAuthorization.objects.filter(

@@ -6,18 +6,20 @@ of their own: a code someone else sent them is the device-code phishing of RFC 8
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from accounts import throttle
+from accounts import assurance, factors, throttle
 from accounts.network import client_ip
-from accounts.sessions import AUTH_TIME_KEY, SID_KEY
+from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from tokens import device_codes
 
 
@@ -41,6 +43,16 @@ def device(request: HttpRequest) -> HttpResponse:
         )
     _gave_the_right_code(request)
     decision = request.POST.get("decision")
+    amr = request.session.get(AMR_KEY, [])
+    wanted = assurance.requested(
+        None,
+        None,
+        default_acr_values=row.client.default_acr_values,
+        required_acr=row.client.required_acr,
+    )
+    if decision != "deny" and not wanted.met_by(amr):
+        if step_up := _step_up(request, row, typed, wanted):
+            return step_up
     if decision not in ("allow", "deny"):
         return _confirmation_page(request, row, typed)
     if decision == "allow":
@@ -50,6 +62,8 @@ def device(request: HttpRequest) -> HttpResponse:
             user=request.user,
             sid=request.session.get(SID_KEY, ""),
             auth_time=datetime.fromtimestamp(auth_time, UTC) if auth_time else None,
+            acr=wanted.chosen(amr) or "",
+            amr=amr,
         )
     else:
         decided = device_codes.decide(row, user=None)
@@ -57,6 +71,27 @@ def device(request: HttpRequest) -> HttpResponse:
         return _code_page(request, "", "That code has just been used or has expired.")
     return render(
         request, "tokens/device_done.html", {"client": row.client, "allowed": decision == "allow"}
+    )
+
+
+def _step_up(request: HttpRequest, row, typed: str, wanted) -> HttpResponse | None:
+    """The client asks for a stronger sign-in than this session's (its ``default_acr_values``
+    or ``required_acr``; RFC 8628 has no ``acr_values``): off to the missing factor, back here
+    with the code filled in. A level the person cannot reach is a refusal when the client
+    requires it, and the best reached otherwise (as at /authorize: tokens/views.py)."""
+    reachable = next((acr for acr in wanted.values if factors.can_reach(request.user, acr)), None)
+    if reachable is not None:
+        back = f"{reverse('tokens:device')}?{urlencode({'user_code': typed})}"
+        query = urlencode({"acr": reachable, "next": back})
+        return HttpResponseRedirect(f"{reverse('accounts:login_factor')}?{query}")
+    if not wanted.essential:
+        return None
+    return _code_page(
+        request,
+        "",
+        f"{row.client.name} requires a stronger sign-in than this account can make. Add a "
+        "second factor (an authenticator app or a passkey) under Security, then try again.",
+        status=403,
     )
 
 

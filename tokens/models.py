@@ -654,6 +654,9 @@ class DeviceAuthorization(models.Model):
         max_length=64, blank=True, help_text="The browser session that approved."
     )
     auth_time = models.DateTimeField(null=True, blank=True)
+    # How that session signed in (accounts/assurance.py), as on refresh tokens: space-separated.
+    acr = models.CharField(max_length=8, blank=True, db_default="")
+    amr = models.CharField(max_length=64, blank=True, db_default="")
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 from datetime import timedelta
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -15,8 +15,10 @@ from django.utils import timezone
 
 from authserver import janitor
 from authserver.logs import redact
+from tests.accounts.test_factors import code_at, enrolled, password_step
 from tests.factories import ClientFactory, Registered, UserFactory
 from tests.tokens.conftest import endpoint, query, refresh, token_request
+from tests.tokens.test_step_up import sign_in_without_factor
 from tokens import access_tokens, device_codes
 from tokens.models import Client, DeviceAuthorization, RefreshToken, token_digest
 
@@ -399,3 +401,57 @@ def test_device_and_user_codes_and_request_uris_are_masked_in_logs():
     masked = redact(line)
     assert "GmRhmhcxhwAzkoEq" not in masked and "BCDF-GHJK" not in masked
     assert "abc" not in masked.split("request_uri=")[1]
+
+
+# --- how the person signed in (RFC 9068 §2.2.1, OIDC Core §2, RFC 8176) ----------------------
+def test_rfc9068_2_2_1_device_tokens_say_how_the_approving_person_signed_in(
+    tv, logged_in_client, user
+):
+    body = started(tv, "openid profile offline_access")
+    approve(logged_in_client, body["user_code"])
+    tokens = poll(tv, body["device_code"]).json()
+    claims = access_tokens.read(tokens["access_token"])
+    assert (claims["acr"], claims["amr"]) == ("pwd", ["pwd"])
+    # and the tokens a refresh brings say the same: the sign-in did not change
+    refreshed = refresh(tv, tokens["refresh_token"], auth="none").json()
+    again = access_tokens.read(refreshed["access_token"])
+    assert (again["acr"], again["amr"]) == ("pwd", ["pwd"])
+
+
+def test_a_device_client_that_requires_mfa_asks_the_person_for_the_second_factor(tv, user):
+    Client.objects.filter(pk=tv.client.pk).update(required_acr="mfa")
+    secret = enrolled(user)
+    browser = Browser()
+    password_step(browser, user)
+    assert browser.post("/login/verify/", {"code": code_at(secret)}).status_code == 302
+    # The same browser, now signed in with password and TOTP: approves and gets acr mfa.
+    body = started(tv)
+    approve(browser, body["user_code"])
+    claims = access_tokens.read(poll(tv, body["device_code"]).json()["access_token"])
+    assert (claims["acr"], claims["amr"]) == ("mfa", ["pwd", "otp", "mfa"])
+
+
+def test_a_device_client_that_requires_mfa_sends_a_password_session_to_the_factor(tv, user):
+    Client.objects.filter(pk=tv.client.pk).update(required_acr="mfa")
+    enrolled(user)
+    browser = Browser()
+    sign_in_without_factor(browser, user)  # a session from before the factor was enrolled
+    body = started(tv)
+    response = enter(browser, body["user_code"])
+    assert response.status_code == 302
+    target = urlsplit(response["Location"])
+    assert target.path == "/login/verify/"
+    back = parse_qs(target.query)["next"][0]
+    assert urlsplit(back).path == "/device" and "user_code" in parse_qs(urlsplit(back).query)
+    assert poll(tv, body["device_code"]).json()["error"] == "authorization_pending"
+
+
+def test_a_device_client_that_requires_mfa_refuses_a_person_without_a_second_factor(
+    tv, logged_in_client
+):
+    Client.objects.filter(pk=tv.client.pk).update(required_acr="mfa")
+    body = started(tv)
+    response = enter(logged_in_client, body["user_code"], "allow")
+    assert response.status_code == 403
+    assert b"requires a stronger sign-in" in response.content
+    assert DeviceAuthorization.objects.get().status == DeviceAuthorization.Status.PENDING

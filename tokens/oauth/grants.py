@@ -348,6 +348,10 @@ class DeviceCodeGrant(IssuesTokens, BaseDeviceCodeGrant):
         row = self.request.credential
         return row.sid, int(row.auth_time.timestamp()) if row.auth_time else None
 
+    def assurance_context(self):
+        row = self.request.credential
+        return row.acr, row.amr.split()
+
 
 class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
     """RFC 8693 token exchange, for confidential clients that an operator allowed (Authlib has

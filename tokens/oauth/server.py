@@ -118,7 +118,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
         else:  # RFC 8628: the device authorization the person approved
             device = request.credential
             scope, sid, auth_time = device.scope, device.sid, device.auth_time
-            acr, amr = "", ""  # the device row does not record how the person signed in
+            acr, amr = device.acr, device.amr
         refresh_tokens.store_refresh_token(
             refresh_token,
             client=request.client,
