@@ -94,6 +94,7 @@ def store_refresh_token(
         access_expires=access.expires_at if access else None,
         dpop_jkt=dpop_jkt,
         retry_response=sealed,
+        retry_sealed=sealed is not None,
     )
     return token_store.insert(row)
 
