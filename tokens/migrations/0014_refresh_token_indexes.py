@@ -55,7 +55,7 @@ STEPS = [
     ),
     (
         (
-            f'UPDATE "{TABLE}" SET "retry_sealed" = true'
+            f'UPDATE "{TABLE}" SET "retry_sealed" = true'  # noqa: S608 - no input
             ' WHERE "retry_response" IS NOT NULL AND NOT "retry_sealed"',
         ),
         (),
@@ -77,6 +77,121 @@ STEPS = [
 ]
 
 
+class OnPostgreSQL(migrations.RunSQL):
+    """The SQL above, for PostgreSQL only."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+
+
+class Elsewhere(migrations.SeparateDatabaseAndState):
+    """The state operations as Django runs them, on any other database (SQLite, the quick
+    start: no table there is big)."""
+
+    def __init__(self, operations):
+        super().__init__(database_operations=operations, state_operations=[])
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+
+
+def state() -> list:
+    """The model's new state (a fresh list each time: operations are not shared)."""
+    return [
+        migrations.RemoveIndex(model_name="refreshtoken", name="tokens_rt_retry_answer_idx"),
+        migrations.AddField(
+            model_name="refreshtoken",
+            name="retry_sealed",
+            field=models.BooleanField(db_default=False, default=False, editable=False),
+        ),
+        migrations.AlterField(
+            model_name="refreshtoken",
+            name="authorization_code",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to="tokens.authorizationcode",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="refreshtoken",
+            name="family_expires",
+            field=models.DateTimeField(help_text="Absolute expiry of the whole family."),
+        ),
+        migrations.AlterField(
+            model_name="refreshtoken",
+            name="revoked_at",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
+        migrations.AlterField(
+            model_name="refreshtoken",
+            name="sid",
+            field=models.CharField(
+                blank=True,
+                help_text="Bound browser session; empty for offline_access.",
+                max_length=64,
+            ),
+        ),
+        migrations.AlterField(
+            model_name="refreshtoken",
+            name="token_digest",
+            field=models.CharField(max_length=64),
+        ),
+        migrations.AddIndex(
+            model_name="refreshtoken",
+            index=models.Index(
+                condition=models.Q(("sid", ""), _negated=True),
+                fields=["sid"],
+                name="tokens_rt_sid_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="refreshtoken",
+            index=models.Index(
+                condition=models.Q(("authorization_code__isnull", False)),
+                fields=["authorization_code"],
+                name="tokens_rt_code_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="refreshtoken",
+            index=models.Index(
+                condition=models.Q(("revoked_at__isnull", False)),
+                fields=["revoked_at"],
+                name="tokens_rt_revoked_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="refreshtoken",
+            index=models.Index(
+                condition=models.Q(("retry_sealed", True)),
+                fields=["created"],
+                name="tokens_rt_retry_sealed_idx",
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="refreshtoken",
+            constraint=models.UniqueConstraint(
+                fields=("token_digest",), name="tokens_refreshtoken_token_digest_key"
+            ),
+        ),
+    ]
+
+
 class Migration(migrations.Migration):
     atomic = False  # CREATE / DROP INDEX CONCURRENTLY cannot run in a transaction
 
@@ -87,95 +202,14 @@ class Migration(migrations.Migration):
     operations = [
         migrations.SeparateDatabaseAndState(
             database_operations=[
-                migrations.RunSQL(
-                    list(forward), reverse_sql=list(backward) or migrations.RunSQL.noop
-                )
-                for forward, backward in STEPS
+                *(
+                    OnPostgreSQL(
+                        list(forward), reverse_sql=list(backward) or migrations.RunSQL.noop
+                    )
+                    for forward, backward in STEPS
+                ),
+                Elsewhere(state()),
             ],
-            state_operations=[
-                migrations.RemoveIndex(
-                    model_name="refreshtoken", name="tokens_rt_retry_answer_idx"
-                ),
-                migrations.AddField(
-                    model_name="refreshtoken",
-                    name="retry_sealed",
-                    field=models.BooleanField(db_default=False, default=False, editable=False),
-                ),
-                migrations.AlterField(
-                    model_name="refreshtoken",
-                    name="authorization_code",
-                    field=models.ForeignKey(
-                        blank=True,
-                        db_constraint=False,
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.DO_NOTHING,
-                        related_name="+",
-                        to="tokens.authorizationcode",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="refreshtoken",
-                    name="family_expires",
-                    field=models.DateTimeField(help_text="Absolute expiry of the whole family."),
-                ),
-                migrations.AlterField(
-                    model_name="refreshtoken",
-                    name="revoked_at",
-                    field=models.DateTimeField(blank=True, null=True),
-                ),
-                migrations.AlterField(
-                    model_name="refreshtoken",
-                    name="sid",
-                    field=models.CharField(
-                        blank=True,
-                        help_text="Bound browser session; empty for offline_access.",
-                        max_length=64,
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="refreshtoken",
-                    name="token_digest",
-                    field=models.CharField(max_length=64),
-                ),
-                migrations.AddIndex(
-                    model_name="refreshtoken",
-                    index=models.Index(
-                        condition=models.Q(("sid", ""), _negated=True),
-                        fields=["sid"],
-                        name="tokens_rt_sid_idx",
-                    ),
-                ),
-                migrations.AddIndex(
-                    model_name="refreshtoken",
-                    index=models.Index(
-                        condition=models.Q(("authorization_code__isnull", False)),
-                        fields=["authorization_code"],
-                        name="tokens_rt_code_idx",
-                    ),
-                ),
-                migrations.AddIndex(
-                    model_name="refreshtoken",
-                    index=models.Index(
-                        condition=models.Q(("revoked_at__isnull", False)),
-                        fields=["revoked_at"],
-                        name="tokens_rt_revoked_idx",
-                    ),
-                ),
-                migrations.AddIndex(
-                    model_name="refreshtoken",
-                    index=models.Index(
-                        condition=models.Q(("retry_sealed", True)),
-                        fields=["created"],
-                        name="tokens_rt_retry_sealed_idx",
-                    ),
-                ),
-                migrations.AddConstraint(
-                    model_name="refreshtoken",
-                    constraint=models.UniqueConstraint(
-                        fields=("token_digest",), name="tokens_refreshtoken_token_digest_key"
-                    ),
-                ),
-            ],
+            state_operations=state(),
         )
     ]
