@@ -31,11 +31,13 @@ DELIVERY_RETENTION = timedelta(days=30)
 
 def _stale_refresh_tokens(now):
     cutoff = now - REFRESH_TOKEN_RETENTION
-    return (
-        Q(family_expires__lt=cutoff)  # the whole family is past its absolute lifetime
-        | Q(revoked_at__lt=cutoff)  # revoked a day ago: nothing left to detect
-        | Q(rotated_at__isnull=True, expires__lt=cutoff)  # the family's live end idled out
-    )
+    # Gone a day after whichever comes first: the whole family past its absolute lifetime
+    # (family_expires), the family's live end idled out (expires, not rotated), or revoked.
+    # Since expires <= family_expires, the first two both have expires < cutoff, so both are
+    # found through the index on expires (rotated_at and family_expires have none: the
+    # rotation sets the one, and an index on the other would be written by every INSERT).
+    ended = Q(family_expires__lt=cutoff) | Q(rotated_at__isnull=True)
+    return (Q(expires__lt=cutoff) & ended) | Q(revoked_at__lt=cutoff)
 
 
 KINDS = (
@@ -62,12 +64,13 @@ KINDS = (
         model=RefreshToken,
         # Sealed answers a retry can no longer get: past the longest window (each client's own
         # window is checked when a retry comes). The token rows stay; only the answer goes.
+        # (retry_sealed, not retry_response: see the model.)
         stale=lambda now: Q(
-            retry_response__isnull=False,
+            retry_sealed=True,
             created__lt=now - timedelta(seconds=MAX_REFRESH_RETRY_WINDOW),
         ),
         since="created",
-        wipe={"retry_response": None},
+        wipe={"retry_response": None, "retry_sealed": False},
     ),
     Kind(
         name="consents",

@@ -8,7 +8,7 @@ tokens it found live, by ``jti``, until the earliest of: the token's ``exp``, it
 expiry, and ``ACCESS_TOKEN_LIVENESS_CACHE`` seconds. It forgets all of them the moment
 PostgreSQL says something changed:
 
-- Triggers (tokens/migrations/0014_liveness_notify.py) on the four tables that decide it send
+- Triggers (tokens/migrations/0015_liveness_notify.py) on the four tables that decide it send
   ``NOTIFY authserver_liveness`` in the transaction that ends a session, deactivates or deletes
   a person or a client, or deny-lists a token, whoever writes it (the revocation service, the
   admin, the janitor, SQL by hand); PostgreSQL delivers it when that transaction commits.

@@ -713,7 +713,9 @@ class RefreshToken(models.Model):
         CLIENT = "client", "the client was deactivated"
         OPERATOR = "operator", "revoked by an operator"
 
-    token_digest = models.CharField(max_length=64, unique=True)
+    # Unique through Meta.constraints, not unique=True: that would add a varchar_pattern_ops
+    # index for LIKE, which nothing asks of a digest, written by every INSERT all the same.
+    token_digest = models.CharField(max_length=64)
     family = models.UUIDField(default=uuid.uuid4, db_index=True)
     # No database constraint on these two: the janitor deletes old rows in plain batches, and a
     # dangling id is harmless (the family column, not these, is what revocation follows).
@@ -731,6 +733,7 @@ class RefreshToken(models.Model):
         blank=True,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,  # Meta.indexes: only the first token of a family has one
         related_name="+",
     )
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="refresh_tokens")
@@ -740,9 +743,8 @@ class RefreshToken(models.Model):
     sid = models.CharField(
         max_length=64,
         blank=True,
-        db_index=True,
         help_text="Bound browser session; empty for offline_access.",
-    )
+    )  # indexed in Meta.indexes, without the empty ones
     scope = models.TextField(blank=True)
     auth_time = models.DateTimeField(null=True, blank=True)
     # db_default on both: the bench and fault scripts seed rows with SQL of their own.
@@ -754,12 +756,15 @@ class RefreshToken(models.Model):
         max_length=64, blank=True, db_default="", help_text="Of the sign-in it came from."
     )
     created = models.DateTimeField(default=timezone.now)
+    # expires <= family_expires always (store_refresh_token): the janitor finds families past
+    # their absolute lifetime through the index on expires (tokens/expiry.py).
     expires = models.DateTimeField(db_index=True, help_text="Idle expiry, never past the family's.")
-    family_expires = models.DateTimeField(
-        db_index=True, help_text="Absolute expiry of the whole family."
-    )
+    family_expires = models.DateTimeField(help_text="Absolute expiry of the whole family.")
+    # Not indexed, and neither is retry_response: the rotation sets the one and wipes the
+    # other, and an UPDATE that changes no indexed column (nor one an index's WHERE reads)
+    # can be a HOT update, which writes no index at all.
     rotated_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)  # indexed when set: Meta.indexes
     revoke_reason = models.CharField(max_length=32, choices=Reason.choices, blank=True)
     access_jti = models.CharField(max_length=64, blank=True)
     access_expires = models.DateTimeField(null=True, blank=True)
@@ -775,16 +780,44 @@ class RefreshToken(models.Model):
     # gets this same token back. Wiped when this token is used or revoked, and by the janitor
     # once the longest window has passed.
     retry_response = models.BinaryField(null=True, blank=True, editable=False)
+    # True from the INSERT that sealed an answer until the janitor or a revocation clears it:
+    # how the janitor finds answers to wipe (an index reading retry_response itself would make
+    # every rotation, which wipes the answer, rewrite every index). Also set on rows whose
+    # answer a rotation already wiped, until the janitor passes.
+    retry_sealed = models.BooleanField(default=False, db_default=False, editable=False)
 
     objects = ExpiringQuerySet.as_manager()
 
     class Meta:
+        constraints = [
+            # The name PostgreSQL gave the unique=True constraint it replaces.
+            models.UniqueConstraint(
+                fields=["token_digest"], name="tokens_refreshtoken_token_digest_key"
+            )
+        ]
+        # Every index is written by every INSERT (each rotation makes one): only what a query
+        # needs, and partial where the query only ever asks for some rows.
         indexes = [
+            # Revoking by session (tokens/revocation.py): offline_access tokens have none.
+            models.Index(fields=["sid"], condition=~models.Q(sid=""), name="tokens_rt_sid_idx"),
+            # A code redeemed twice (revoke_code_tokens): only a family's first token has one.
+            models.Index(
+                fields=["authorization_code"],
+                condition=models.Q(authorization_code__isnull=False),
+                name="tokens_rt_code_idx",
+            ),
+            # The janitor's "revoked a day ago".
+            models.Index(
+                fields=["revoked_at"],
+                condition=models.Q(revoked_at__isnull=False),
+                name="tokens_rt_revoked_idx",
+            ),
+            # The janitor's sealed answers past the window.
             models.Index(
                 fields=["created"],
-                condition=models.Q(retry_response__isnull=False),
-                name="tokens_rt_retry_answer_idx",
-            )
+                condition=models.Q(retry_sealed=True),
+                name="tokens_rt_retry_sealed_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,14 +9,14 @@ family: the person is signed out. Within the window (``retry_window``), the same
 presenting the same token, while its successor is still unused, gets the same response again:
 the successor's refresh token, the same access token (same ``jti``, ``expires_in`` counted
 down), and whatever else the first answer held (an ID token). Exactly one successor ever
-exists: the compare-and-set in ``rotate`` still lets one request through, and every other one
+exists: the compare-and-set in ``store_refresh_token`` still lets one request through, and every other one
 (concurrent or later) reads the answer the winner stored, sealed on the successor's row
 (tokens/sealing.py), in the same INSERT that stores the successor, so the first refresh costs
 no extra statement. Outside the window, once the successor has been used, from another client,
 or asking for another scope, presenting the rotated token is the replay it always was.
 
-Who writes ``tokens_refreshtoken``: this module, through tokens/token_store.py (the insert and
-the rotation, the token endpoint's hot statements); tokens/revocation.py (``revoked_at``, for
+Who writes ``tokens_refreshtoken``: this module, through tokens/token_store.py (the rotation
+with its successor's insert, the token endpoint's hot statement); tokens/revocation.py (``revoked_at``, for
 every kind of revocation, including a replay found here); the janitor (deleting stale rows,
 tokens/expiry.py). Nothing else.
 """
@@ -55,14 +55,20 @@ def store_refresh_token(
     dpop_jkt: str = "",
     answer: dict | None = None,
     parent_value: str = "",
-) -> RefreshToken:
-    """Keep the digest of a new refresh token: the first of a family, or the child of ``parent``.
+) -> RefreshToken | None:
+    """Keep the digest of a new refresh token: the first of a family, or the child of ``parent``,
+    which is rotated (used up) by the same statement, if nobody else has: None if somebody did.
 
     Tokens without ``offline_access`` are bound to the browser session that approved them and
     die with it (``sid``); the idle expiry never passes the family's absolute one. ``dpop_jkt``:
     the DPoP key a public client's token is bound to (RFC 9449 §5). ``answer`` (the token
     response delivering a child) is sealed for ``parent_value`` when the client has a retry
     window.
+
+    Of any number of concurrent rotations of one token, exactly one writes a child (one atomic
+    compare-and-set). A loser waited on the winner's row lock until the winner's statement
+    committed, so the winner's child is visible to the loser's next statement (READ
+    COMMITTED): ``resend`` answers with it.
     """
     now = timezone.now()
     if parent is not None:
@@ -94,8 +100,12 @@ def store_refresh_token(
         access_expires=access.expires_at if access else None,
         dpop_jkt=dpop_jkt,
         retry_response=sealed,
+        retry_sealed=sealed is not None,
     )
-    return token_store.insert(row)
+    if parent is None:
+        return token_store.insert(row)
+    # The answer that delivered the parent (if sealed) is wiped by the same statement.
+    return row if token_store.rotate_and_insert(parent.pk, now, row) else None
 
 
 def retry_window(client: Client, *, bound: bool = False) -> int:
@@ -158,17 +168,6 @@ def find_refresh_token(
         )
         return None
     return row
-
-
-def rotate(row: RefreshToken) -> bool:
-    """Mark ``row`` used, if nobody else has: one atomic compare-and-set. The answer that
-    delivered ``row`` (if sealed) is wiped by the same statement: it is no longer needed.
-
-    Of any number of concurrent refreshes with one token, exactly one gets True. A loser waited
-    on the winner's row lock until the winner committed, so the winner's successor is visible
-    to the loser's next statement (READ COMMITTED): ``resend`` answers with it.
-    """
-    return token_store.rotate(row.pk, timezone.now())
 
 
 def resend(

@@ -136,11 +136,15 @@ def end_expired_sessions(sids: list[str]) -> int:
     if not sids:
         return 0
     with transaction.atomic():
-        revoked = _revoke_refresh_tokens(
-            RefreshToken.objects.filter(sid__in=sids), reason=RefreshToken.Reason.SESSION_ENDED
-        )
+        revoked = _revoke_refresh_tokens(_bound_to(sids), reason=RefreshToken.Reason.SESSION_ENDED)
         logout.schedule(sids)
     return revoked
+
+
+def _bound_to(sids: list[str]):
+    """The refresh tokens bound to these sessions. (Not sid='': the index on sid leaves out
+    the offline_access tokens, which are bound to none.)"""
+    return RefreshToken.objects.filter(sid__in=sids).exclude(sid="")
 
 
 def _end_sessions(sessions, *, by, reason, request=None, actor_user=None) -> list[str]:
@@ -171,9 +175,7 @@ def _end_sessions(sessions, *, by, reason, request=None, actor_user=None) -> lis
     )
     sids = [sid for _key, sid, _user in live if sid]
     if sids:
-        _revoke_refresh_tokens(
-            RefreshToken.objects.filter(sid__in=sids), reason=RefreshToken.Reason.SESSION_ENDED
-        )
+        _revoke_refresh_tokens(_bound_to(sids), reason=RefreshToken.Reason.SESSION_ENDED)
         logout.schedule(sids)
     logger.info("Ended %d session(s): %s (by %s)", len(live), reason, by)
     return sids
@@ -354,7 +356,7 @@ def _revoke_refresh_tokens(
     if not rows:
         return 0
     RefreshToken.objects.filter(pk__in=[row[0] for row in rows], revoked_at__isnull=True).update(
-        revoked_at=timezone.now(), revoke_reason=reason, retry_response=None
+        revoked_at=timezone.now(), revoke_reason=reason, retry_response=None, retry_sealed=False
     )
     deny_access_tokens([(jti, expires) for *_, jti, expires in rows])
     by_user: dict[int, dict] = defaultdict(

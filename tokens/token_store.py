@@ -1,6 +1,7 @@
-"""The hot path's four statements, and nothing else: find a refresh token (with its person and
-whether its session is alive), rotate it (compare-and-set), insert its successor, and check an
-access token's client, deny-list entry, session and person. The token endpoint and introspection run
+"""The hot path's statements, and nothing else: find a refresh token (with its person and
+whether its session is alive), rotate it (compare-and-set) and insert its successor (one
+statement), insert the first token of a family, and check an access token's client, deny-list
+entry, session and person. The token endpoint and introspection run
 them on every request; tokens/refresh_tokens.py and tokens/access_tokens.py hold the rules.
 
 On PostgreSQL the statements are fixed SQL written once from the models' own table and column
@@ -16,17 +17,27 @@ names. How they are prepared is one setting, ``server_side_binding`` in the data
   through Django's ordinary cursor like every other query.
 
 Parameters carry casts so a statement keeps one type signature whatever the values (None
-included). On SQLite (the quick start) the same four operations are ordinary ORM queries.
+included). On SQLite (the quick start) the same operations are ordinary ORM queries.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from datetime import datetime
 
 import psycopg
-from django.db import connection
-from django.db.models import BooleanField, Exists, ExpressionWrapper, JSONField, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    CharField,
+    Exists,
+    ExpressionWrapper,
+    JSONField,
+    OuterRef,
+    Q,
+    TextField,
+)
 
 from accounts.models import User, UserSession
 from tokens.models import Client, RefreshToken, RevokedAccessToken
@@ -89,6 +100,29 @@ _ROTATE_SQL = (  # compare-and-set: only an unused, unrevoked token is rotated; 
     f"{_q('retry_response')} = NULL WHERE {_q('id')} = %s::bigint "
     f"AND {_q('rotated_at')} IS NULL AND {_q('revoked_at')} IS NULL"
 )
+
+
+def _cast(field) -> str:
+    # text, not varchar(n): an explicit cast to varchar(n) would cut a long value silently,
+    # where the assignment to the column refuses it (as the plain INSERT does).
+    return "text" if isinstance(field, CharField | TextField) else field.db_type(connection)
+
+
+@functools.cache
+def _rotate_insert_sql() -> str:
+    """The rotation and the successor's INSERT as one statement: the successor is written only
+    if the compare-and-set rotated its parent (a SELECT from the UPDATE's rows). One statement
+    is atomic on its own, so the refresh grant needs no transaction (BEGIN, COMMIT: two round
+    trips fewer)."""
+    values = ", ".join(f"%s::{_cast(field)}" for field in _INSERT_FIELDS)
+    return (
+        f"WITH rotated AS ({_ROTATE_SQL} RETURNING {_q('id')}) "  # noqa: S608 - names from the model
+        f"INSERT INTO {_q(RefreshToken._meta.db_table)} "
+        f"({', '.join(_q(field.column) for field in _INSERT_FIELDS)}) "
+        f"SELECT {values} FROM rotated RETURNING {_q('id')}"
+    )
+
+
 _ACCESS_LIVE_SQL = (  # client active?, denied?, the live session's expiry?, person active?
     f"SELECT EXISTS (SELECT 1 FROM {_q(Client._meta.db_table)} "  # noqa: S608
     f"WHERE {_q('client_id')} = %s::text AND {_q('is_active')}), "
@@ -106,24 +140,46 @@ def _postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
-def insert(row: RefreshToken) -> RefreshToken:
-    """Write a new refresh token row. On PostgreSQL one INSERT without save()'s machinery
-    (signals, field hooks, SQL compiled anew): psycopg adapts these values as they are (aware
-    datetimes, UUID, str, int, None), which is all get_db_prep_save would do, at a tenth of
-    its cost."""
-    if not _postgresql():
-        row.save(force_insert=True)
-        return row
-    values = [
+def _values(row: RefreshToken) -> list:
+    # psycopg adapts these values as they are (aware datetimes, UUID, str, int, None), which is
+    # all get_db_prep_save would do, at a tenth of its cost.
+    return [
         field.get_db_prep_save(getattr(row, field.attname), connection)
         if field in _JSON_FIELDS  # a list would be adapted as an array, not as JSON
         else getattr(row, field.attname)
         for field in _INSERT_FIELDS
     ]
-    with _cursor(_INSERT_SQL, values) as cursor:
+
+
+def insert(row: RefreshToken) -> RefreshToken:
+    """Write a new refresh token row. On PostgreSQL one INSERT without save()'s machinery
+    (signals, field hooks, SQL compiled anew)."""
+    if not _postgresql():
+        row.save(force_insert=True)
+        return row
+    with _cursor(_INSERT_SQL, _values(row)) as cursor:
         row.pk = cursor.fetchone()[0]
     row._state.adding = False
     return row
+
+
+def rotate_and_insert(parent: int, now: datetime, row: RefreshToken) -> bool:
+    """Mark the token ``parent`` used at ``now`` unless it already is (or is revoked), and
+    only then write its successor ``row``: True for exactly one of any number of concurrent
+    callers; nothing is written for the others. Atomic without a transaction around it."""
+    if not _postgresql():
+        with transaction.atomic():
+            if not rotate(parent, now):
+                return False
+            insert(row)
+            return True
+    with _cursor(_rotate_insert_sql(), [now, parent, *_values(row)]) as cursor:
+        found = cursor.fetchone()
+    if found is None:
+        return False
+    row.pk = found[0]
+    row._state.adding = False
+    return True
 
 
 def find(digest: str, now: datetime) -> tuple[RefreshToken, bool] | None:

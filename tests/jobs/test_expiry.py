@@ -120,6 +120,36 @@ def test_refresh_tokens_stay_while_replay_detection_needs_them(world):
     assert exists(idle_leaf_recent) and exists(revoked_just_now)
 
 
+def test_refresh_tokens_go_exactly_when_one_of_the_three_reasons_says_so(world):
+    """The janitor's query finds families past their lifetime through expires (which never
+    passes family_expires): every mix of the three reasons, against each reason on its own."""
+    cutoff = NOW - DAY
+    moments = [NOW - 40 * DAY, NOW - 2 * DAY, NOW - timedelta(hours=2), NOW + DAY, NOW + 9 * DAY]
+    rows = []
+    for family_expires in moments:
+        for expires in (m for m in moments if m <= family_expires):
+            for rotated in (None, expires - DAY):
+                for revoked in (None, NOW - 2 * DAY, NOW - timedelta(hours=1)):
+                    row = refresh_token(
+                        world,
+                        expires=expires,
+                        family_expires=family_expires,
+                        rotated=rotated,
+                        revoked=revoked,
+                    )
+                    stale = (
+                        family_expires < cutoff
+                        or (revoked is not None and revoked < cutoff)
+                        or (rotated is None and expires < cutoff)
+                    )
+                    rows.append((row, stale))
+
+    result = purge("refresh_tokens", now=NOW)
+
+    assert result.deleted == sum(stale for _row, stale in rows)
+    assert [exists(row) for row, _stale in rows] == [not stale for _row, stale in rows]
+
+
 def test_consents_deny_list_entries_and_initial_tokens_go_when_expired(world):
     user, client = world
     old_consent = Consent.objects.create(

@@ -270,15 +270,8 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
         if found is None:
             return None
         self._check_binding(found)
-        # Check the scope before using the token up: a request that would fail must not burn it.
-        self._validate_token_scope(found)
-        if not refresh_tokens.rotate(found):
-            # A concurrent refresh with this token won (and has committed): within the retry
-            # window this request gets the winner's answer; otherwise it loses.
-            request.resent = refresh_tokens.resend(
-                refresh_token, found, request.client, scope=scope
-            )
-            return found if request.resent is not None else None
+        # Not used up yet: that happens with its successor's INSERT, in one statement, once the
+        # whole answer is made (create_token_response), so a request that fails burns nothing.
         return found
 
     def _check_binding(self, row) -> None:
@@ -291,19 +284,30 @@ class RefreshTokenGrant(IssuesTokens, grants.RefreshTokenGrant):
         pass  # once the answer is final, in create_token_response
 
     def create_token_response(self):
-        if self.request.resent is not None:
-            return 200, self.request.resent, self.TOKEN_RESPONSE_HEADER
+        request = self.request
+        if request.resent is not None:
+            return 200, request.resent, self.TOKEN_RESPONSE_HEADER
         # Authlib's response, with its hooks (an ID token) run: the whole answer, which the
-        # successor's row keeps (sealed) for a retry. Still the one INSERT.
+        # successor's row keeps (sealed) for a retry. One statement rotates the token and
+        # writes the successor.
         status, token, headers = super().create_token_response()
-        self.server.save_token(token, self.request)
+        if self.server.save_token(token, request) is None:
+            # A concurrent refresh with this token won (and has committed): within the retry
+            # window this request gets the winner's answer; otherwise it loses. What it made
+            # (signed, never sent) is dropped.
+            value = request.form.get("refresh_token") or ""
+            row, scope = request.refresh_token, request.payload.scope
+            resent = refresh_tokens.resend(value, row, request.client, scope=scope)
+            if resent is None:
+                raise InvalidGrantError()
+            return 200, resent, self.TOKEN_RESPONSE_HEADER
         return status, token, headers
 
     def authenticate_user(self, refresh_token):
         return refresh_token.user
 
     def revoke_old_credential(self, refresh_token) -> None:
-        pass  # rotated already, atomically, in authenticate_refresh_token
+        pass  # rotated with its successor's INSERT (save_token), atomically
 
     def token_context(self):
         row = self.request.refresh_token

@@ -101,11 +101,13 @@ class AuthorizationServer(DjangoAuthorizationServer):
         json_request.client_id_in_path = match.kwargs.get("client_id") if match else None
         return json_request
 
-    def save_token(self, token: dict, request) -> None:
-        """Persist what must be: the refresh token's digest. Access tokens are self-contained."""
+    def save_token(self, token: dict, request):
+        """Persist what must be: the refresh token's digest. Access tokens are self-contained.
+        On a refresh, the token presented is rotated by the same statement: None if another
+        request rotated it first (nothing was written)."""
         refresh_token = token.get("refresh_token")
         if not refresh_token:
-            return
+            return token
         parent = request.refresh_token
         code = request.authorization_code
         if parent is not None:
@@ -119,7 +121,7 @@ class AuthorizationServer(DjangoAuthorizationServer):
             device = request.credential
             scope, sid, auth_time = device.scope, device.sid, device.auth_time
             acr, amr = device.acr, device.amr
-        refresh_tokens.store_refresh_token(
+        return refresh_tokens.store_refresh_token(
             refresh_token,
             client=request.client,
             user=request.user,

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tokens", "0014_liveness_notify"),
+        ("tokens", "0015_liveness_notify"),
     ]
 
     operations = [

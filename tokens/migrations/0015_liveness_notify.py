@@ -89,7 +89,7 @@ def drop_triggers(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tokens", "0013_client_fapi2_profile"),
+        ("tokens", "0014_refresh_token_indexes"),
         ("accounts", "0006_token_exchange_events"),
     ]
 
