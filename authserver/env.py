@@ -41,6 +41,7 @@ class Config:
     default_from_email: str
     log_level: str
     log_json: bool
+    access_log: bool
     trusted_proxy_count: int
     secure_proxy_ssl_header: bool
     hsts_seconds: int
@@ -193,6 +194,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         ),
         log_level=read.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
         log_json=read.boolean("LOG_JSON", False),
+        access_log=read.boolean("ACCESS_LOG", True),
         trusted_proxy_count=read.integer("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5),
         secure_proxy_ssl_header=read.boolean("TRUST_X_FORWARDED_PROTO", False),
         hsts_seconds=read.integer(
