@@ -86,6 +86,20 @@ def test_a_misconfigured_environment_stops_the_master_listing_every_problem(tmp_
     assert "Spawning worker" not in result.stdout + result.stderr  # no worker was started
 
 
+def test_the_master_forks_its_workers_before_django_is_set_up():
+    """granian's master imports authserver.server, so importing the package must not configure
+    Django: each worker sets up the application it serves after the fork (and may serve another
+    one that configures its own settings, as bench/bare_django.py does)."""
+    probe = (
+        "import authserver.server, django.conf, sys; "
+        "sys.exit(1 if django.conf.settings.configured else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 # --- the access log ------------------------------------------------------------------------------
 def test_the_access_log_is_one_json_line_per_request_with_no_query_referer_or_credential(
     tmp_path,
