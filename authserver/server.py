@@ -3,16 +3,18 @@
     python -m authserver.server                                   # docker/Dockerfile's command
     python -m authserver.server bench.bare_django:application     # another WSGI app, same server
 
-Why granian and not gunicorn's sync worker: on one core, the same requests cost the worker about
-a third less CPU (figures in bench/README.md), and slow clients are read and written by Rust,
+Why granian and not gunicorn's sync worker: on one core the worker spends less than half the CPU
+on a bare request and about a quarter less on client_credentials and introspection (bench/README.md,
+"Servers compared"), connections are kept alive, and slow clients are read and written by Rust,
 not by a Python process each.
 
 Its settings are the server's own (authserver/env.py, ``load_server``; the application never
 reads them): WEB_CONCURRENCY worker processes, WEB_THREADS Python threads in each, WEB_BIND (or
 PORT), WEB_TIMEOUT, WEB_GRACEFUL_TIMEOUT, WEB_MAX_RSS, PROMETHEUS_MULTIPROC_DIR. This process is
-granian's master; it loads the application's settings (not the application), so a
-misconfiguration of either stops it with one message listing every problem, instead of
-crashing worker after worker.
+granian's master. It reads the application's configuration too (env.load, not Django's
+settings: those and the application are each worker's, after the fork), so a misconfiguration
+of either stops it with one message listing every problem instead of crashing worker after
+worker.
 
 What gunicorn did for us and granian does not, done here or in the application:
 
@@ -186,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) > 1 or (args and args[0].startswith("-")):
         raise SystemExit("usage: python -m authserver.server [module:wsgi_application]")
     target = args[0] if args else DEFAULT_APP
-    # Importing this package loaded the settings (authserver/__init__.py: Celery's app reads
-    # them), and env.load() stopped there on any problem of either configuration, listing them
-    # all. Read here, then; checked again only in case other settings were loaded.
+    # env.load() checks the server's settings too: one message lists every problem of both.
     try:
         app_config, server = env.load(), env.load_server()
     except ImproperlyConfigured as problems:
