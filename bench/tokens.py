@@ -132,7 +132,8 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections a
 REFERENCES = ("django_ping", "django_ping_server", "ping")
 BARE = ("django_ping", "django_ping_server")
 SCENARIOS = (*REFERENCES, "client_credentials", "introspection", "refresh", "dpop_refresh", "code")
-DPOP_RATE = 600  # DPoP refresh tokens (and proofs) seeded per second of warm-up + duration
+# DPoP refresh tokens (and proofs) seeded per second of warm-up + duration, for each round.
+DPOP_RATE = 600
 QUIET_LOAD, QUIET_BUSY = 0.5, 10.0
 
 
@@ -310,7 +311,8 @@ def seed_dpop(args: argparse.Namespace, seeded: Seeded, p: dict) -> None:
         access_token_lifetime=3_600,
     )
     key = ECKey.generate_key("P-256", auto_kid=False)
-    count = int(DPOP_RATE * (args.warmup + args.duration) * 1.1) + 200
+    # Every round uses its own (dpop_refresh is not in the Redis-down round).
+    count = int(DPOP_RATE * (args.warmup + args.duration) * args.rounds * 1.1) + 200
     params = {**p, "client": client.pk, "n": count, "jkt": key.thumbprint()}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit = off")
