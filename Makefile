@@ -29,6 +29,10 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(VENV)/.bench-installed: $(VENV)/.run-installed bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
 ## run: a working provider on http://$(HOST):$(PORT) with a demo user; SQLite and a file-system
 ## broker unless DATABASE_URL / REDIS_URL are set. Ctrl-C stops the server and the worker.
 run: $(VENV)/.run-installed
@@ -51,10 +55,11 @@ test: $(VENV)/.dev-installed $(if $(shell command -v npm),tests/rp/node_modules/
 
 ## bench: the token endpoint under wrk (client_credentials, refresh rotation, introspection, the
 ## authorization-code exchange) next to our /ping and a bare Django app's /ping (the machine's
-## reference, which scales the issue's targets to this machine), in PostgreSQL (authserver_bench_tokens,
-## created and dropped); one gunicorn worker, PostgreSQL and Redis on CPU 0, wrk on CPU 1.
+## reference, under gunicorn's sync worker, which scales the issue's targets to this machine), in
+## PostgreSQL (authserver_bench_tokens, created and dropped); one worker of the production server
+## (granian, authserver/server.py), PostgreSQL and Redis on CPU 0, wrk on CPU 1.
 ## Options: BENCH_ARGS="--duration 30 --connections 4" (see bench/README.md). Installs wrk if missing.
-bench: $(VENV)/.run-installed
+bench: $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y --no-install-recommends wrk >/dev/null \
 	  || { apt-get update >/dev/null && apt-get install -y --no-install-recommends wrk >/dev/null; }; }
@@ -63,10 +68,10 @@ bench: $(VENV)/.run-installed
 ## bench-purge: seed 1,000,000 stale and 1,000,000 live refresh tokens in PostgreSQL
 ## (authserver_bench, created and dropped), purge them under token-endpoint load, print the
 ## figures. Options: BENCH_ARGS="--batch-size 10000 --rest-seconds 30" (see bench/README.md).
-bench-purge: $(VENV)/.run-installed
+bench-purge: $(VENV)/.bench-installed
 	$(PY) bench/purge.py $(BENCH_ARGS)
 
-## faults: fault injection against the live server (gunicorn, a Celery worker) in a throw-away
+## faults: fault injection against the live server (granian, a Celery worker) in a throw-away
 ## PostgreSQL cluster and Redis of its own (the shared ones are never touched): PostgreSQL
 ## restarted under load, Redis stopped, the worker SIGKILLed mid-purge and mid-logout-delivery.
 ## Prints what it injected, what the clients saw and what the database holds; ~3 min. Needs

@@ -12,7 +12,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _prepare_filesystem_broker() -> None:
+# Once Celery reads its configuration (the first task sent, the worker starting), not when this
+# module is imported: importing the package must not load the settings. authserver/server.py
+# imports it in granian's master, which forks the workers and may serve another application.
+@app.on_after_configure.connect
+def _prepare_filesystem_broker(**_kwargs) -> None:
     """The quick start's embedded broker is a folder; both the web process and the worker use it."""
     from pathlib import Path
 
@@ -21,9 +25,6 @@ def _prepare_filesystem_broker() -> None:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]).mkdir(parents=True, exist_ok=True)
-
-
-_prepare_filesystem_broker()
 
 
 # Minutes are staggered so jobs do not start together; `expires` drops a run that waited in the

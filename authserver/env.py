@@ -41,6 +41,7 @@ class Config:
     default_from_email: str
     log_level: str
     log_json: bool
+    access_log: bool
     trusted_proxy_count: int
     secure_proxy_ssl_header: bool
     hsts_seconds: int
@@ -130,6 +131,16 @@ class _Reader:
             return default
         return value
 
+    def raise_problems(self) -> None:
+        if self.problems:
+            count = len(self.problems)
+            lines = "\n".join(f"  - {problem}" for problem in self.problems)
+            raise ImproperlyConfigured(
+                f"The server cannot start: {count} setting{'s' if count > 1 else ''} "
+                f"to fix in the environment.\n{lines}\n"
+                "See the configuration table in README.md."
+            )
+
     def csv(self, name: str) -> list[str] | None:
         value = self.raw(name)
         if value is None:
@@ -194,6 +205,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         ),
         log_level=read.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
         log_json=read.boolean("LOG_JSON", False),
+        access_log=read.boolean("ACCESS_LOG", True),
         trusted_proxy_count=read.integer("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5),
         secure_proxy_ssl_header=read.boolean("TRUST_X_FORWARDED_PROTO", False),
         hsts_seconds=read.integer(
@@ -253,15 +265,89 @@ def load(environ: dict[str, str] | None = None) -> Config:
         dpop_nonce=read.boolean("DPOP_NONCE", False),
         dpop_nonce_lifetime=read.integer("DPOP_NONCE_LIFETIME", 300, minimum=30, maximum=3_600),
     )
-    if read.problems:
-        count = len(read.problems)
-        lines = "\n".join(f"  - {problem}" for problem in read.problems)
-        raise ImproperlyConfigured(
-            f"The server cannot start: {count} setting{'s' if count > 1 else ''} "
-            f"to fix in the environment.\n{lines}\n"
-            "See the configuration table in README.md."
-        )
+    # The web server's own settings (load_server) are checked here too: whatever process reads
+    # the configuration first (authserver/server.py imports the settings), one message lists
+    # every problem.
+    _server(read)
+    read.raise_problems()
     return config
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The web server's own settings (authserver/server.py), built by :func:`load_server`.
+
+    They configure the processes, not the application, so the application never reads them.
+    """
+
+    workers: int
+    threads: int
+    host: str
+    port: int
+    timeout: int
+    graceful_timeout: int
+    max_rss_mib: int
+    metrics_dir: Path
+
+
+def process_environment() -> dict[str, str]:
+    """The whole environment, as a server that copies it into each request sees it (granian
+    puts it in every WSGI environ; authserver/server.py takes it back out)."""
+    return dict(os.environ)
+
+
+def _default_workers() -> int:
+    # Processes for CPU-bound work (Argon2 password hashing, JWT signing), one spare per CPU for
+    # the time a request waits on PostgreSQL or Redis; each idle worker still costs memory,
+    # hence the cap.
+    return min(2 * (os.cpu_count() or 1) + 1, 12)
+
+
+def load_server(environ: dict[str, str] | None = None) -> ServerConfig:
+    """The web server's settings; raise one ImproperlyConfigured listing every problem."""
+    read = _Reader(dict(os.environ if environ is None else environ))
+    config = _server(read)
+    read.raise_problems()
+    return config
+
+
+def _server(read: _Reader) -> ServerConfig:
+    workers = read.integer("WEB_CONCURRENCY", _default_workers(), minimum=1, maximum=64)
+    threads = read.integer("WEB_THREADS", 1, minimum=1, maximum=32)
+    try:  # a bad value is _database's problem to report, not reported twice
+        pool_size = int(read.raw("DATABASE_POOL_SIZE") or 4)
+    except ValueError:
+        pool_size = 4
+    if pool_size and threads > pool_size:
+        # Each thread holds a pooled connection for its request; one more would wait for it.
+        read.problem(
+            "WEB_THREADS",
+            f"{threads} threads per worker, but DATABASE_POOL_SIZE is {pool_size}: use at most "
+            "as many threads as pooled connections.",
+        )
+    port = read.integer("PORT", 8000, minimum=1, maximum=65_535)
+    host = "0.0.0.0"  # noqa: S104 - in a container, the published port is the boundary
+    bind = read.raw("WEB_BIND")
+    if bind is not None:
+        name, _, number = bind.rpartition(":")
+        name = name.removeprefix("[").removesuffix("]")  # [::1]:8000
+        if not name or not number.isdigit() or not 1 <= int(number) <= 65_535:
+            read.problem("WEB_BIND", f"{bind!r} is not host:port, e.g. 0.0.0.0:8000 or [::]:8000")
+        else:
+            host, port = name, int(number)
+    return ServerConfig(
+        workers=workers,
+        threads=threads,
+        host=host,
+        port=port,
+        timeout=read.integer("WEB_TIMEOUT", 30, minimum=5, maximum=600),
+        graceful_timeout=read.integer("WEB_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=600),
+        max_rss_mib=read.integer("WEB_MAX_RSS", 512, minimum=0, maximum=65_536),
+        # prometheus-client's own variable; on a tmpfs, so a read-only root filesystem is fine.
+        metrics_dir=Path(
+            read.string("PROMETHEUS_MULTIPROC_DIR", "/dev/shm/authserver-metrics")  # noqa: S108
+        ),
+    )
 
 
 def _issuer(read: _Reader, debug: bool, allow_http_on_loopback: bool) -> str:

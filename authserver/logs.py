@@ -3,6 +3,9 @@
 The redaction filter runs on every handler, so a secret that reaches a log call by accident (a
 password-reset link in a 404 warning, a token in an exception message) is masked before it is
 written. Tests prove a full token flow leaves no password, secret, code or token in the logs.
+
+The access log is ours too (AccessLogMiddleware), not the web server's: one line per request,
+through the same handler, filters and format as every other line, whatever server runs us.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ import contextvars
 import json
 import logging
 import re
+import time
 import uuid
+from typing import TYPE_CHECKING
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+
+if TYPE_CHECKING:  # authserver/server.py's master process imports this module without Django
+    from django.http import HttpRequest, HttpResponse
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+access_logger = logging.getLogger("authserver.access")
 
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -99,4 +109,56 @@ class RequestIdMiddleware:
         finally:
             request_id.reset(token)
         response["X-Request-ID"] = value
+        return response
+
+
+# /password-reset/<uidb64>/<token>/ carries a working reset credential in the path itself.
+_RESET_TOKEN = re.compile(r"(/password-reset/[^/]+/)(?!set-password(?:/|$))[^/]+")
+# C0 and C1 controls and the Unicode line separators: a client must not write a line of its own.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def clean_path(path: str) -> str:
+    """The path as it may be logged: reset tokens masked, control characters (log forging) gone."""
+    return _CONTROL.sub("?", _RESET_TOKEN.sub(r"\1***", path))
+
+
+def _clean(value: str, limit: int) -> str:
+    return _CONTROL.sub("?", value[:limit]) or "-"
+
+
+class AccessLogMiddleware:
+    """One line per request on the ``authserver.access`` logger, e.g.
+    ``10.0.0.2 203.0.113.9 "POST /token HTTP/1.1" 200 512 3.1ms "curl/8"``: the peer, the
+    X-Forwarded-For it sent, the request line, status, body bytes, time in Django, user agent.
+
+    The path only: never the query string (codes, state, tokens on some routes), the Referer
+    (it carries those too), Authorization, cookies or response headers (Location carries codes).
+    Reset tokens in /password-reset/ paths are masked, control characters replaced, and the
+    redaction filter runs on the line like on any other. ACCESS_LOG=false turns it off.
+    """
+
+    def __init__(self, get_response):
+        if not settings.ACCESS_LOG:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        if access_logger.isEnabledFor(logging.INFO):
+            meta = request.META
+            size = "-" if response.streaming else len(response.content)
+            access_logger.info(
+                '%s %s "%s %s %s" %d %s %.1fms "%s"',
+                _clean(meta.get("REMOTE_ADDR", ""), 64),
+                _clean(meta.get("HTTP_X_FORWARDED_FOR", ""), 256),
+                _clean(request.method or "", 16),
+                clean_path(request.path[:2048]),
+                _clean(meta.get("SERVER_PROTOCOL", ""), 16),
+                response.status_code,
+                size,
+                (time.perf_counter() - started) * 1000,
+                _clean(meta.get("HTTP_USER_AGENT", ""), 256),
+            )
         return response

@@ -1,7 +1,7 @@
 """Prometheus metrics on /metrics (prometheus-client).
 
 Web processes count requests, tokens, replays and login failures in process (multi-process
-mode when PROMETHEUS_MULTIPROC_DIR is set, as docker/gunicorn.conf.py does). Job figures come
+mode when PROMETHEUS_MULTIPROC_DIR is set, as authserver/server.py does). Job figures come
 from Celery workers, which may run elsewhere, so they are kept in the shared cache and read at
 scrape time, with the purge backlog (counted at most once a minute).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import time
 
 from django.conf import settings
@@ -162,8 +163,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return HttpResponseNotFound()
     registry = CollectorRegistry()
-    # prometheus-client's own switch (set by docker/gunicorn.conf.py), not app configuration.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # prometheus-client's own switch (set by authserver/server.py), not app configuration.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        forget_dead_processes(directory)
         multiprocess.MultiProcessCollector(registry)
     else:
         from prometheus_client import REGISTRY
@@ -174,6 +177,34 @@ def metrics(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response
+
+
+# The files of a live gauge, per process: gauge_livemax_<pid>.db (prometheus_client.multiprocess).
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
+def forget_dead_processes(directory: str) -> None:
+    """Drop the live gauges (the circuit breaker's state) of worker processes that are gone,
+    so /metrics does not report a dead worker's open circuit for ever. Counters and histograms
+    stay: what a dead worker counted still happened. gunicorn did this in its child_exit hook;
+    granian has no such hook, and a worker the OOM killer ended never says so itself."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for pid in {int(m.group(1)) for m in map(_LIVE_GAUGE_FILE.fullmatch, names) if m}:
+        if not _running(pid):
+            multiprocess.mark_process_dead(pid, directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process (it receives nothing)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # there is, under another user
+    return True
 
 
 _shared: CollectorRegistry | None = None

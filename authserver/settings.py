@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 # (tests/test_middleware.py runs every route of the URLconf and checks which stack it got).
 PROTOCOL_MIDDLEWARE = [
     "authserver.logs.RequestIdMiddleware",
+    "authserver.logs.AccessLogMiddleware",  # inside the request id: its line carries it
     "authserver.metrics.MetricsMiddleware",
     "authserver.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",  # HSTS, nosniff, HTTPS redirect
@@ -280,6 +281,8 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Logging ----------------------------------------------------------------------------------
+# One line per request from authserver.logs.AccessLogMiddleware (the server writes none).
+ACCESS_LOG = CONFIG.access_log
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,5 +1,6 @@
 """What the benchmarks share: their own PostgreSQL database, production-like settings, the real
-server (gunicorn, one sync worker pinned to CPU 0), CPU pinning and sampling, and the tables.
+server (the production one, authserver/server.py, or another of SERVERS; one worker pinned to
+CPU 0), CPU pinning and sampling, and the tables.
 
 Every function that needs the configuration takes the benchmark's ``argparse.Namespace``, which
 must carry ``database_url``, ``redis``, ``cache_db`` and ``broker_db``.
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 SECRET_KEY = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 ISSUER = "https://auth.bench.test"
-GUNICORN_CONFIG = ROOT / "docker" / "gunicorn.conf.py"
+GUNICORN_CONFIG = ROOT / "bench" / "gunicorn.conf.py"  # the reference's (see that file)
 SERVER_APP = "authserver.wsgi:application"
 BARE_DJANGO_APP = "bench.bare_django:application"  # bench/bare_django.py: the reference
 # The environment as the bench found it. setup_django() changes this process's own environment
@@ -68,6 +69,9 @@ def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
         # DPoP proofs are signed before the run (bench/tokens.py): let their iat be 10 min old.
         DPOP_IAT_WINDOW="600",
+        # The application's access log (authserver/logs.py) costs the worker a formatted line
+        # per request; the benchmarks measure without it, as they did gunicorn's.
+        ACCESS_LOG="false",
     )
     env.update(extra)
     return env
@@ -221,39 +225,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _config_without_access_log(log_dir: Path) -> Path:
-    """docker/gunicorn.conf.py exactly, but with the access log off (it costs the worker CPU:
-    one formatted line per request)."""
-    path = log_dir / "gunicorn.bench.conf.py"
-    path.write_text(
-        "import runpy\n\n"
-        f"_settings = runpy.run_path({str(GUNICORN_CONFIG)!r})\n"
-        "globals().update({k: v for k, v in _settings.items() if not k.startswith('__')})\n"
-        "accesslog = None\n"
-    )
-    return path
-
-
 SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian-wsgi", "granian-asgi", "uvicorn-asgi")
+# granian-wsgi is production's: `python -m authserver.server` (docker/Dockerfile's command), with
+# its settings (authserver/env.py, load_server) but for WEB_CONCURRENCY=1 and the bind address.
+# The others are what it was chosen over (bench/README.md), with their own defaults.
+PRODUCTION_SERVER = "granian-wsgi"
+# The machine's yardstick, bench/bare_django.py's /ping, always runs under this one (bench/tokens.py).
+REFERENCE_SERVER = "gunicorn-sync"
 
 
-def server_command(kind: str, app: str, port: int, config_args: list[str]) -> list[str]:
+def server_command(kind: str, app: str, port: int) -> list[str]:
     """The command line of one worker of ``kind`` serving ``app`` (a WSGI ``module:name``; the
     ASGI servers get authserver/asgi.py's application for our server)."""
     asgi = app.replace("authserver.wsgi:", "authserver.asgi:")
     if kind in ("gunicorn-sync", "gunicorn-gthread"):
-        command = [sys.executable, "-m", "gunicorn", *config_args, app, "--workers=1"]
+        command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), app]
+        command.append("--workers=1")
         if kind == "gunicorn-sync":
             command.append("--worker-class=sync")
         else:
             command += ["--worker-class=gthread", "--threads=4"]
-        return [*command, f"--bind=127.0.0.1:{port}", "--max-requests=0", "--error-logfile=-"]
-    if kind in ("granian-wsgi", "granian-asgi"):
-        interface = kind.split("-")[1]
+        return [*command, f"--bind=127.0.0.1:{port}", "--max-requests=0"]
+    if kind == "granian-wsgi":
+        return [sys.executable, "-m", "authserver.server", app]  # bound by WEB_BIND
+    if kind == "granian-asgi":
         return [
-            sys.executable, "-m", "granian", "--interface", interface, "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--no-ws",
-            asgi if interface == "asgi" else app,
+            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--no-ws", asgi,
         ]  # fmt: skip
     if kind == "uvicorn-asgi":
         return [
@@ -272,29 +270,22 @@ def start_server(
     access_format: str | None = None,
     ready_path: str = "/.well-known/openid-configuration",
     app: str = SERVER_APP,
-    kind: str = "gunicorn-sync",
+    kind: str = PRODUCTION_SERVER,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """``kind`` (default gunicorn with one sync worker; see SERVERS) serving ``app`` (default:
-    our server; ``BARE_DJANGO_APP`` for the reference), pinned to CPU 0, gunicorn with the
-    production config (docker/gunicorn.conf.py, when there is one): the same python, command
-    line and environment whatever the app, ``env`` on top. Overridden for the measurement: no
-    worker recycling (``max_requests``: a restart landing in a measured phase would be a cold
-    start), a private ``PROMETHEUS_MULTIPROC_DIR``, and the access log: to ``access_path`` in
-    ``access_format`` through gunicorn's stock logger (the production one drops header atoms),
-    or off when ``access_path`` is None."""
+    """``kind`` (default production's; see SERVERS) serving ``app`` (default: our server;
+    ``BARE_DJANGO_APP`` for the reference) with one worker pinned to CPU 0: the same python,
+    command line and environment whatever the app, ``env`` on top. Overridden for the
+    measurement: no worker recycling (gunicorn's ``max_requests``: a restart landing in a
+    measured phase would be a cold start), a private ``PROMETHEUS_MULTIPROC_DIR``, and the
+    access log: off (ACCESS_LOG=false for the application, none from the server) unless
+    ``access_path``: gunicorn's own (gunicorn kinds only) to that file in ``access_format``."""
     log = open(log_path, "wb")  # kept open for the child's lifetime
-    if GUNICORN_CONFIG.exists():
-        config = GUNICORN_CONFIG if access_path else _config_without_access_log(log_path.parent)
-        config_args = ["-c", str(config)]
-    else:
-        config_args = []
-    command = server_command(kind, app, port, config_args)
+    command = server_command(kind, app, port)
     if access_path is not None:
-        command += [
-            "--logger-class=gunicorn.glogging.Logger",
-            f"--access-logfile={access_path}",
-        ]
+        if not kind.startswith("gunicorn"):
+            raise ValueError(f"access_path needs a gunicorn server, not {kind}")
+        command.append(f"--access-logfile={access_path}")
         if access_format:
             command.append(f"--access-logformat={access_format}")
     metrics = log_path.parent / "metrics"  # prometheus multi-process files: ours, not /dev/shm's
@@ -303,7 +294,11 @@ def start_server(
         command,
         cwd=ROOT,
         env=server_env(
-            args, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(metrics), **(env or {})
+            args,
+            WEB_CONCURRENCY="1",
+            WEB_BIND=f"127.0.0.1:{port}",
+            PROMETHEUS_MULTIPROC_DIR=str(metrics),
+            **(env or {}),
         ),
         stdout=log,
         stderr=subprocess.STDOUT,

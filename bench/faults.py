@@ -1,5 +1,6 @@
-"""Fault injection: the real server (gunicorn + PostgreSQL + Redis + a Celery worker) while its
-backing services fail, and what the clients and the database see.
+"""Fault injection: the real server (python -m authserver.server, production's: granian; with
+PostgreSQL, Redis and a Celery worker) while its backing services fail, and what the clients
+and the database see.
 
     make faults                           # or: .venv/bin/python bench/faults.py [options]
 
@@ -67,9 +68,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from common import (
-    GUNICORN_CONFIG,
     ROOT,
-    _config_without_access_log,
     bench_client,
     bench_parser,
     free_port,
@@ -117,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--keep", action="store_true", help="leave the cluster, Redis and the logs for debugging")
     add("--pg-port", type=int, default=DEFAULT_PG_PORT, help="port of the throw-away cluster")
     add("--redis-port", type=int, default=DEFAULT_REDIS_PORT, help="port of the throw-away Redis")
-    add("--gunicorn-workers", type=int, default=4, help="sync workers (default 4)")
+    add("--web-workers", type=int, default=4, help="web worker processes (default 4)")
     add("--chains", type=int, default=8, help="refresh-token chains rotating in scenario 1")
     add("--outage", type=float, default=3.0, help="seconds PostgreSQL stays down")
     add("--stale", type=int, default=300_000, help="stale refresh tokens (scenario 3)")
@@ -255,32 +254,29 @@ class RedisServer:
 
 
 # --- the server and the worker ------------------------------------------------------------------
-def start_gunicorn(args: argparse.Namespace, port: int, log_dir: Path) -> subprocess.Popen:
-    """gunicorn with the production config and settings (docker/gunicorn.conf.py, DEBUG off),
-    several sync workers as in production (bench/common.start_server runs one, pinned: right
+def start_web(args: argparse.Namespace, port: int, log_dir: Path) -> subprocess.Popen:
+    """The web server as production runs it (python -m authserver.server, its settings, DEBUG
+    off), several workers as in production (bench/common.start_server runs one, pinned: right
     for measuring, wrong here: one worker stuck on a dead database would queue everything)."""
-    log = open(log_dir / "gunicorn.log", "wb")
-    config = ["-c", str(_config_without_access_log(log_dir))] if GUNICORN_CONFIG.exists() else []
+    log = open(log_dir / "web.log", "wb")
     metrics = log_dir / "metrics"
-    metrics.mkdir(exist_ok=True)
-    command = [
-        sys.executable, "-m", "gunicorn", *config, "authserver.wsgi:application",
-        f"--workers={args.gunicorn_workers}", "--worker-class=sync",
-        f"--bind=127.0.0.1:{port}", "--max-requests=0", "--error-logfile=-",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "authserver.server"]
     env = server_env(
-        args, WEB_CONCURRENCY=str(args.gunicorn_workers), PROMETHEUS_MULTIPROC_DIR=str(metrics)
+        args,
+        WEB_CONCURRENCY=str(args.web_workers),
+        WEB_BIND=f"127.0.0.1:{port}",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
     )
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CouldNotRun(f"gunicorn exited with {process.returncode}; see {log.name}")
+            raise CouldNotRun(f"the web server exited with {process.returncode}; see {log.name}")
         if request(port, "GET", "/.well-known/openid-configuration").status == 200:
             return process
         time.sleep(0.2)
     stop(process)
-    raise CouldNotRun(f"gunicorn did not answer within 60 s; see {log.name}")
+    raise CouldNotRun(f"the web server did not answer within 60 s; see {log.name}")
 
 
 class Worker:
@@ -675,7 +671,7 @@ def scenario_postgres(ctx: Context) -> bool:
         thread.join(timeout=90)
     say(
         f"  injected: {args.chains} refresh chains + 2 client_credentials loops against "
-        f"{args.gunicorn_workers} gunicorn workers; PostgreSQL stopped (-m fast) at +2.0 s "
+        f"{args.web_workers} web workers; PostgreSQL stopped (-m fast) at +2.0 s "
         f"(took {t_down - t_stop:.1f} s), held down {args.outage:.1f} s, started again "
         f"(took {t_up - t_start:.1f} s)"
     )
@@ -1448,10 +1444,11 @@ def main(argv: list[str] | None = None) -> int:
         reconnect()
         ctx = Context(args, log_dir, cluster, redis)
         ctx.port = free_port()
-        ctx.server = start_gunicorn(args, ctx.port, log_dir)
+        ctx.server = start_web(args, ctx.port, log_dir)
         ctx.new_worker()
         say(
-            f"== gunicorn ({args.gunicorn_workers} sync workers, production settings) on "
+            f"== web server (python -m authserver.server: {args.web_workers} granian workers, "
+            f"production settings) on "
             f"127.0.0.1:{ctx.port}; Celery worker (prefork, concurrency 1, acks_late) with "
             f"faults_settings: loopback RPs allowed, visibility timeout {VISIBILITY_TIMEOUT} s "
             "(production: 3,600 s); no beat (the script sends what the beat would)"

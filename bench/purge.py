@@ -13,8 +13,10 @@ contain "bench", and it is created, migrated and dropped here):
    live authorization codes and browser sessions likewise. Every seeded row carries a marker
    (``access_jti`` / ``user_agent`` = ``seed-stale`` / ``seed-live`` / ``seed-keep``), so the
    check afterwards counts exactly what survived. Then ``VACUUM ANALYZE``.
-2. Starts the real server: gunicorn with docker/gunicorn.conf.py, one sync worker pinned to
-   CPU 0, production settings (DEBUG off).
+2. Starts the real server under gunicorn's sync worker (bench/gunicorn.conf.py, the settings
+   production had before granian), one worker pinned to CPU 0, production settings (DEBUG off):
+   gunicorn's access log gives each request's time as the server saw it (``%(D)s``), which
+   granian's cannot; the purge's cost is the database's, whatever the server.
 3. Checks that one refresh grant answers 200 with a new refresh token, and that it works too.
 4. Load: ``--concurrency`` client threads on CPU 1 (``http.client``), each request a
    ``refresh_token`` grant with client_secret_basic, each seeded live token used once.
@@ -52,6 +54,7 @@ from urllib.parse import urlencode
 
 from common import (
     GUNICORN_CONFIG,
+    REFERENCE_SERVER,
     ROOT,
     CpuSampler,
     bench_client,
@@ -751,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
             args,
             port,
             log_dir / "gunicorn.log",
+            kind=REFERENCE_SERVER,
             access_path=access_path,
             access_format=ACCESS_FORMAT,
         )

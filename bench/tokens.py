@@ -13,8 +13,9 @@ must contain "bench", and it is created, migrated and dropped here):
    ``code-<i>`` (PKCE S256 of one fixed verifier, the client's redirect URI, the session's sid,
    live for an hour, unused). The database keeps sha256 hex of each value, as
    ``tokens.models.token_digest`` does.
-2. Starts the real server: gunicorn with docker/gunicorn.conf.py, one sync worker pinned to
-   CPU 0, production settings (DEBUG off), access log off. PostgreSQL (the postmaster, so every
+2. Starts the real server: production's (``--server``, default granian-wsgi: ``python -m
+   authserver.server``, docker/Dockerfile's command), one worker pinned to CPU 0, production
+   settings (DEBUG off), access log off (ACCESS_LOG=false). PostgreSQL (the postmaster, so every
    new backend too, and its running processes) and redis-server are pinned to CPU 0 as well for
    the run, and put back where they were at the end, whatever happens. This process and wrk run
    on CPU 1.
@@ -24,7 +25,9 @@ must contain "bench", and it is created, migrated and dropped here):
    so it carries a sid and introspection checks the deny list, the session and the person.
 4. Measures, for each scenario, wrk (Lua scripts in bench/lua/) for a warm-up and then
    ``--duration`` seconds: first ``django_ping``, GET /ping of a bare startproject-style Django
-   app (bench/bare_django.py) under the same gunicorn, the machine's reference, then our server:
+   app (bench/bare_django.py) under gunicorn's sync worker (bench/gunicorn.conf.py), the
+   machine's reference, whatever ``--server`` is; then, for information, the same app under
+   ``--server`` (``django_ping_server``); then our server:
    /ping, client_credentials, introspection, refresh rotation (each request the next unused
    ``rt-<i>``), the same for a public client with DPoP (RFC 9449: ``drt-<i>``, refresh tokens
    bound to the bench's key, each request with its own proof, signed just before the scenario
@@ -69,6 +72,8 @@ from common import (
     CLOCK_TICKS,
     GUNICORN_CONFIG,
     ISSUER,
+    PRODUCTION_SERVER,
+    REFERENCE_SERVER,
     ROOT,
     SERVERS,
     CpuSampler,
@@ -122,9 +127,13 @@ TARGET_REDIS_DOWN = 0.8  # of the same scenario's Redis-up figure
 TARGET_SPREAD = 10.0  # ± % over the rounds, on a quiet machine
 REDIS_DOWN_SCENARIOS = ("client_credentials", "introspection", "refresh")
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused
-REFERENCES = ("django_ping", "ping")  # always measured
+# Always measured. django_ping_server: bench/bare_django.py under --server (information; not
+# measured when that is the reference's own server).
+REFERENCES = ("django_ping", "django_ping_server", "ping")
+BARE = ("django_ping", "django_ping_server")
 SCENARIOS = (*REFERENCES, "client_credentials", "introspection", "refresh", "dpop_refresh", "code")
-DPOP_RATE = 600  # DPoP refresh tokens (and proofs) seeded per second of warm-up + duration
+# DPoP refresh tokens (and proofs) seeded per second of warm-up + duration, for each round.
+DPOP_RATE = 600
 QUIET_LOAD, QUIET_BUSY = 0.5, 10.0
 
 
@@ -149,15 +158,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=SCENARIOS,
         default=list(SCENARIOS),
-        help="which to measure (default: all; django_ping and ping always run, as the references)",
+        help="which to measure (default: all; django_ping, django_ping_server and ping always "
+        "run, as the references)",
     )
     add("--rounds", type=int, default=3, help="rounds of every scenario, for the spread (3)")
     add(
         "--server",
         choices=SERVERS,
-        default="gunicorn-sync",
-        help="what serves our app, one worker (default gunicorn-sync, production's; the bare "
-        "Django reference always runs under gunicorn-sync)",
+        default=PRODUCTION_SERVER,
+        help=f"what serves our app, one worker (default {PRODUCTION_SERVER}, production's: "
+        f"python -m authserver.server; the bare Django reference always runs under "
+        f"{REFERENCE_SERVER})",
     )
     add(
         "--no-redis-down",
@@ -179,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.scenarios = [name for name in SCENARIOS if name in (*REFERENCES, *args.scenarios)]
+    if args.server == REFERENCE_SERVER:
+        args.scenarios.remove("django_ping_server")  # it would be django_ping again
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if not args.tokens:
@@ -298,7 +311,8 @@ def seed_dpop(args: argparse.Namespace, seeded: Seeded, p: dict) -> None:
         access_token_lifetime=3_600,
     )
     key = ECKey.generate_key("P-256", auto_kid=False)
-    count = int(DPOP_RATE * (args.warmup + args.duration) * 1.1) + 200
+    # Every round uses its own (dpop_refresh is not in the Redis-down round).
+    count = int(DPOP_RATE * (args.warmup + args.duration) * args.rounds * 1.1) + 200
     params = {**p, "client": client.pk, "n": count, "jkt": key.thumbprint()}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit = off")
@@ -834,29 +848,37 @@ def measure_bare_django(
     database: str,
     sampler: CpuSampler,
     pinning: ServicePinning,
+    kind: str = REFERENCE_SERVER,
 ) -> Measured:
-    """django_ping: GET /ping of bench/bare_django.py, served like our server (start_server:
-    the same python, gunicorn config, one sync worker on CPU 0) and measured like every scenario;
-    the server is stopped afterwards, so it never competes with ours."""
+    """django_ping: GET /ping of bench/bare_django.py under the reference server (gunicorn's
+    sync worker, bench/gunicorn.conf.py), or with ``kind``, django_ping_server: under that one;
+    served like our server (start_server: the same python, one worker on CPU 0) and measured
+    like every scenario. The server is stopped afterwards, so it never competes with ours."""
     port = free_port()
-    config = GUNICORN_CONFIG.relative_to(ROOT) if GUNICORN_CONFIG.exists() else "no config"
+    name = "django_ping" if kind == REFERENCE_SERVER else "django_ping_server"
+    why = "the machine's reference" if kind == REFERENCE_SERVER else "information"
     print(
-        f"== bare Django ({BARE_DJANGO_APP}, the machine's reference): gunicorn ({config}, "
-        f"access log off), 1 sync worker on 127.0.0.1:{port}, CPU {SERVER_CPU}; wrk on "
-        f"CPU {LOAD_CPU}"
+        f"== bare Django ({BARE_DJANGO_APP}, {why}): {server_label(kind)}, access log off, 1 "
+        f"worker on 127.0.0.1:{port}, CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
     )
-    server = start_server(args, port, log_path, ready_path="/ping", app=BARE_DJANGO_APP)
+    server = start_server(args, port, log_path, ready_path="/ping", app=BARE_DJANGO_APP, kind=kind)
     try:
         status, body = request(port, "GET", "/ping")
         if status != 200 or body != "pong":
             raise RuntimeError(f"bare Django: GET /ping answered {status}: {str(body)[:300]}")
         print("  ok   GET /ping answers 200 pong")
         target = (port, "/ping", "ping.lua", lambda first: [])
-        return measure_scenario(
-            args, "django_ping", target, None, server, database, sampler, pinning
-        )
+        return measure_scenario(args, name, target, None, server, database, sampler, pinning)
     finally:
         stop(server)
+
+
+def server_label(kind: str) -> str:
+    if kind == PRODUCTION_SERVER:
+        return f"{kind} (python -m authserver.server, production's settings)"
+    if kind.startswith("gunicorn"):
+        return f"{kind} ({GUNICORN_CONFIG.relative_to(ROOT)})"
+    return f"{kind} (its defaults)"
 
 
 def measure(
@@ -916,7 +938,7 @@ def measure(
     seeded_count = {"dpop_refresh": seeded.dpop_tokens}
     measured = []
     for name in names or args.scenarios:
-        if name not in scenarios:  # django_ping: its own server, measured before
+        if name not in scenarios:  # django_ping, django_ping_server: their own servers
             continue
         path, script, extra = scenarios[name]
         m = measure_scenario(
@@ -970,7 +992,7 @@ def measure_redis_down(
     finally:
         stop(server)
     lines = log_path.read_text(errors="replace").splitlines()
-    app_lines = [line for line in lines if not line.startswith("[")]  # not gunicorn's own
+    app_lines = [line for line in lines if not server_line(line)]
     print(f"  the server logged {len(app_lines)} line(s) of its own in that round:")
     for line in app_lines[:10]:
         print(f"    {line[:160]}")
@@ -979,6 +1001,12 @@ def measure_redis_down(
         m.round = 0
     args.redis_down_log_lines = len(app_lines)
     return found
+
+
+def server_line(line: str) -> bool:
+    """A line of the server's own: gunicorn's start with "[", granian's name its logger
+    (_granian, _granian.serve), in the plain format or the JSON one."""
+    return line.startswith("[") or " _granian" in line[:80] or '"logger": "_granian' in line
 
 
 def consistency(measured: list[Measured], counts: dict[str, int], connections: int) -> list[Check]:
@@ -1078,7 +1106,7 @@ def print_report(args, measured: list[Measured]) -> tuple[bool, list[str]]:
     print()
     print(
         f"TOKEN ENDPOINT (wrk -t{args.threads} -c{args.connections}, {args.duration:.0f} s each "
-        f"after {args.warmup:.0f} s warm-up; gunicorn 1 sync worker, PostgreSQL and Redis on "
+        f"after {args.warmup:.0f} s warm-up; {args.server} 1 worker, PostgreSQL and Redis on "
         f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU})"
     )
     table(
@@ -1102,9 +1130,10 @@ def print_report(args, measured: list[Measured]) -> tuple[bool, list[str]]:
     )
     print(
         "  (django_ping: GET /ping of a bare startproject-style Django app (bench/bare_django.py)"
-        " under the same gunicorn, the machine's reference; ping: our server's /ping, the full"
+        f" under {REFERENCE_SERVER}, the machine's reference; django_ping_server: the same app"
+        f" under {args.server}, for information; ping: our server's /ping, the full"
         " stack. req/s, p50, p99, errors: wrk's. errors = non-2xx + socket errors + wrong answers."
-        " µs/req: CPU time (user + system) of the gunicorn worker, the bench database's"
+        " µs/req: CPU time (user + system) of the server's worker process, the bench database's"
         " backends and redis-server per request; req/s per core (CPU): 1 s divided by their sum,"
         " what one core would serve with nothing else on it. ours % CPU0: their CPU time over"
         " the wall time; the rest of CPU 0 went to the kernel and to other processes. steal %: CPU"
@@ -1260,7 +1289,7 @@ def print_spread(args, measured: list[Measured]) -> None:
                  f"{name} with Redis down >= {TARGET_REDIS_DOWN}x its Redis-up median, 0 errors: "
                  f"{kept:.2f}x, {bad:,} errors")
             )  # fmt: skip
-        if len(rates) >= 3 and name != "django_ping":
+        if len(rates) >= 3 and name not in BARE:
             verdicts.append(
                 (spread <= TARGET_SPREAD, f"{name} spread over {len(rates)} rounds within "
                  f"±{TARGET_SPREAD:.0f}% (on a quiet machine): ±{spread:.1f}%")
@@ -1340,7 +1369,6 @@ def main(argv: list[str] | None = None) -> int:
             pinning.pin()
             pinned = ", ".join(f"{count} {what}" for what, count in pinning.pinned.items())
             print(f"== pinned to CPU {SERVER_CPU}: {pinned or 'nothing (not found)'} (threads)")
-        config = GUNICORN_CONFIG.relative_to(ROOT) if GUNICORN_CONFIG.exists() else "no config"
         sampler = CpuSampler()
         sampler.start()
         # Index 1 of each went to the correctness checks (and drt-2 was refused, not used up).
@@ -1355,14 +1383,19 @@ def main(argv: list[str] | None = None) -> int:
                 stop(server)
                 server = None
                 log_name = "bare_django.log"
-                bare = measure_bare_django(args, log_dir / log_name, name, sampler, pinning)
-                bare.round = number
-                measured.append(bare)
-                connections.close_all()
-                how = config if args.server.startswith("gunicorn") else "its defaults"
+                kinds = [REFERENCE_SERVER]
+                if "django_ping_server" in args.scenarios:
+                    kinds.append(args.server)  # the same app under ours, for information
+                for kind in kinds:
+                    bare = measure_bare_django(
+                        args, log_dir / log_name, name, sampler, pinning, kind
+                    )
+                    bare.round = number
+                    measured.append(bare)
+                    connections.close_all()
                 print(
-                    f"== {args.server} ({how}, access log off): 1 worker on 127.0.0.1:{port}, "
-                    f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
+                    f"== {server_label(args.server)}, access log off: 1 worker on "
+                    f"127.0.0.1:{port}, CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
                 )
                 log_name = "server.log"
                 server = start_server(

@@ -1,21 +1,22 @@
-"""The production shape: docker/Dockerfile, docker/compose.yml and docker/gunicorn.conf.py.
+"""The production shape: docker/Dockerfile, docker/compose.yml and the web server's settings.
 
 There is no Docker engine in CI: compose files are checked with Debian's docker-compose (which
-.ci/run installs), the Dockerfile by reading it, the gunicorn settings by running the file.
+.ci/run installs), the Dockerfile by reading it, the server's settings by loading them (and the
+server itself, started as the image starts it, in tests/test_server.py).
 """
 
 import os
 import re
-import runpy
 import shutil
 import subprocess
-from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from gunicorn import glogging
-from gunicorn.config import Config
+from django.core.exceptions import ImproperlyConfigured
+
+from authserver import env
+from authserver.logs import clean_path
+from authserver.server import granian_options
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -64,6 +65,8 @@ def test_compose_file_renders_the_six_services_with_health_checks():
     assert "pg_isready" in blocks["postgres"]
     assert "redis-cli" in blocks["redis"] and "ping" in blocks["redis"]
     assert "/health/ready" in blocks["web"]
+    assert "command:\n    - python\n    - -m\n    - authserver.server\n" in blocks["web"]
+    assert "stop_grace_period: 40s" in blocks["web"]  # past WEB_GRACEFUL_TIMEOUT's 30 s
     # web waits for the one-shot migration and never migrates itself.
     assert "migrate:\n        condition: service_completed_successfully" in blocks["web"]
     assert "migrate" not in blocks["web"].split("command:", 1)[1].split("depends_on:", 1)[0]
@@ -107,94 +110,59 @@ def test_dockerfile_is_multi_stage_runs_as_a_user_and_does_not_migrate():
     assert any(k == "EXPOSE" and a == "8000" for k, a in final)
     assert any(k == "RUN" and "collectstatic" in a for k, a in final)
     commands = [a for k, a in final if k in ("CMD", "ENTRYPOINT")]
-    assert commands and "gunicorn" in commands[-1] and "docker/gunicorn.conf.py" in commands[-1]
+    assert commands and commands[-1] == '["python", "-m", "authserver.server"]'
     assert not any("migrate" in command for command in commands)
     # Secrets and local state stay out of the build context.
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"**/.env", ".git", ".venv", "var", "tests"} <= set(ignored)
 
 
-@pytest.fixture
-def gunicorn_settings(monkeypatch):
-    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
-    return runpy.run_path(str(DOCKER / "gunicorn.conf.py"))
+# --- the web server's settings (authserver/server.py; through the real server: test_server.py) ---
+def test_the_server_settings_suit_a_container():
+    server = env.load_server({})
+    assert 1 <= server.workers <= 12
+    assert (server.host, server.port) == ("0.0.0.0", 8000)
+    assert (server.timeout, server.graceful_timeout) == (30, 30)
+    assert server.threads == 1 and server.max_rss_mib > 0
+    assert server.metrics_dir == Path("/dev/shm/authserver-metrics")  # a tmpfs
+    assert env.load_server({"WEB_CONCURRENCY": "3"}).workers == 3
+    assert env.load_server({"PORT": "9000"}).port == 9000
+    bound = env.load_server({"WEB_BIND": "[::1]:8001", "PORT": "9000"})
+    assert (bound.host, bound.port) == ("::1", 8001)
 
 
-def test_gunicorn_settings_suit_a_container(gunicorn_settings, monkeypatch):
-    assert 1 <= gunicorn_settings["workers"] <= 12
-    assert gunicorn_settings["bind"] == ["0.0.0.0:8000"]
-    assert (gunicorn_settings["timeout"], gunicorn_settings["graceful_timeout"]) == (30, 30)
-    assert gunicorn_settings["max_requests"] > 0 and gunicorn_settings["max_requests_jitter"] > 0
-    assert gunicorn_settings["worker_tmp_dir"] == "/dev/shm"
-    assert gunicorn_settings["forwarded_allow_ips"] == "127.0.0.1,::1"
-    assert issubclass(gunicorn_settings["logger_class"], glogging.Logger)
-    monkeypatch.setenv("WEB_CONCURRENCY", "3")
-    assert runpy.run_path(str(DOCKER / "gunicorn.conf.py"))["workers"] == 3
+def test_the_server_settings_list_every_problem_at_once():
+    with pytest.raises(ImproperlyConfigured) as caught:
+        env.load_server({"WEB_CONCURRENCY": "0", "WEB_THREADS": "8", "WEB_BIND": "localhost"})
+    message = str(caught.value)
+    assert "3 settings" in message
+    assert "WEB_CONCURRENCY" in message and "WEB_BIND" in message
+    assert "DATABASE_POOL_SIZE is 4" in message  # 8 threads would wait for 4 connections
+    assert env.load_server({"WEB_THREADS": "8", "DATABASE_POOL_SIZE": "8"}).threads == 8
 
 
-def test_the_access_log_format_names_no_query_string_header_or_cookie(gunicorn_settings):
-    log_format = gunicorn_settings["access_log_format"]
-    for atom in ("%(r)s", "%(q)s", "%(f)s", "%(u)s", "{authorization}", "{cookie}", "}o)s", "}e)s"):
-        assert atom not in log_format
+def test_granian_runs_http1_respawns_workers_stops_gracefully_and_logs_no_access():
+    from granian.constants import HTTPModes, Interfaces
 
-
-def access_line(settings: dict, log_format: str, path: str, query: str = "") -> str:
-    """What gunicorn writes for one request, through the configured logger class."""
-    cfg = Config()
-    cfg.set("access_log_format", log_format)
-    logger = settings["logger_class"](cfg)
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "RAW_URI": f"{path}?{query}" if query else path,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "10.0.0.2",
-        "HTTP_REFERER": "https://auth.example.test/authorize?state=REFERER-SECRET",
-        "HTTP_USER_AGENT": "curl/8",
-        "HTTP_AUTHORIZATION": "Basic ZGVtbzpCQVNJQy1TRUNSRVQ=",
-    }
-    request = SimpleNamespace(
-        headers=[
-            ("AUTHORIZATION", environ["HTTP_AUTHORIZATION"]),
-            ("COOKIE", "authserver_session=COOKIE-SECRET"),
-            ("X-FORWARDED-FOR", "203.0.113.9"),
-        ]
+    options = granian_options(
+        env.load_server({"WEB_THREADS": "2"}), log_json=True, log_level="INFO"
     )
-    response = SimpleNamespace(
-        status="302 Found",
-        sent=0,
-        headers=[("Location", "https://rp.example/cb?code=LOCATION-SECRET")],
-    )
-    atoms = logger.atoms(response, request, environ, timedelta(milliseconds=12))
-    return log_format % glogging.SafeAtoms(atoms)
+    assert options["interface"] == Interfaces.WSGI and options["http"] == HTTPModes.http1
+    assert options["blocking_threads"] == 2
+    assert options["respawn_failed_workers"] is True
+    assert options["workers_kill_timeout"] == 30  # as gunicorn's graceful_timeout
+    assert options["http1_settings"].header_read_timeout == 5_000  # as gunicorn's keepalive
+    assert options["workers_max_rss"] > 0
+    assert options["log_access"] is False  # ours: authserver/logs.py
+    handler = options["log_dictconfig"]["handlers"]["console"]
+    assert handler["formatter"] == "json" and handler["filters"] == ["request_id", "redact"]
 
 
-def test_the_access_log_masks_reset_tokens_and_drops_secrets_whatever_the_format(
-    gunicorn_settings,
-):
-    configured = access_line(
-        gunicorn_settings, gunicorn_settings["access_log_format"], "/password-reset/MQ/cx1-abc123/"
-    )
-    assert '"GET /password-reset/MQ/***/ HTTP/1.1" 302' in configured
-    assert "203.0.113.9" in configured and "cx1-abc123" not in configured
-
-    # Even a format that asks for the request line, query, referer, user and headers gets "-".
-    hostile = (
-        "%(r)s %(q)s %(f)s %(u)s %({authorization}i)s %({cookie}i)s "
-        "%({location}o)s %({http_authorization}e)s"
-    )
-    line = access_line(
-        gunicorn_settings, hostile, "/password-reset/MQ/cx1-abc123/", "code=QUERY-SECRET"
-    )
-    assert line.startswith("GET /password-reset/MQ/***/ HTTP/1.1 - - - ")
-    assert "SECRET" not in line and "cx1-abc123" not in line and "demo" not in line
-
-
-def test_only_the_token_of_a_reset_path_is_masked(gunicorn_settings):
-    clean_path = gunicorn_settings["clean_path"]
+def test_only_the_token_of_a_reset_path_is_masked():
     assert clean_path("/password-reset/MQ/cx1-abc/") == "/password-reset/MQ/***/"
+    assert clean_path("/password-reset/MQ/cx1-abc") == "/password-reset/MQ/***"
     assert clean_path("/password-reset/MQ/set-password/") == "/password-reset/MQ/set-password/"
     assert clean_path("/password-reset/sent/") == "/password-reset/sent/"
     assert clean_path("/token") == "/token"
     assert clean_path("/x\n1.2.3.4 - fake line") == "/x?1.2.3.4 - fake line"
+    assert clean_path("/x\u2028y\x85z\x1b[31m") == "/x?y?z?[31m"

@@ -2,18 +2,16 @@
 keeps answering from process memory and PostgreSQL, the breaker stops calling the dead Redis,
 says so once per outage and once on recovery, and shows its state on /metrics.
 
-The server is a real gunicorn worker whose CACHE_URL points at a port of our own: closed at
-first (connection refused), then served by a redis-server this test starts, then closed again.
-The shared Redis of the suite is never touched."""
+The server is the production one (tests/web.py), one worker whose CACHE_URL points at a port of
+our own: closed at first (connection refused), then served by a redis-server this test starts,
+then closed again. The shared Redis of the suite is never touched."""
 
 import base64
 import http.client
 import json
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -21,12 +19,11 @@ from urllib.parse import urlencode
 import pytest
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
 
 from authserver.breaker import CacheUnavailable
+from tests.web import free_port, running, wait_for
 from tokens.clients import create_client
 
-ROOT = Path(__file__).resolve().parents[1]
 OPENED = "Redis (cache) unreachable"
 RECOVERED = "Redis (cache) reachable again"
 
@@ -34,19 +31,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 class OwnRedis:
@@ -94,32 +78,11 @@ def own_redis():
 
 @pytest.fixture
 def server(tmp_path, own_redis):
-    """One gunicorn worker on the test database, its cache on ``own_redis``'s port."""
-    db = connection.settings_dict
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "CACHE_URL": f"redis://127.0.0.1:{own_redis.port}/0",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "WEB_CONCURRENCY": "1",
-        "LOG_LEVEL": "INFO",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    log_path = tmp_path / "gunicorn.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "authserver.wsgi:application", "--workers=1",
-         f"--bind=127.0.0.1:{port}", "--error-logfile=-"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: get(port, "/health/live")[0] == 200, 30, "gunicorn did not start")
-        yield port, log_path
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+    """One worker of the production server on the test database, its cache on ``own_redis``'s
+    port; no access log: these tests count the lines the worker writes of its own."""
+    cache_url = f"redis://127.0.0.1:{own_redis.port}/0"
+    with running(tmp_path, CACHE_URL=cache_url, ACCESS_LOG="false") as web:
+        yield web.port, web.log_path
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -142,7 +105,6 @@ def grant(port: int, client_id: str, secret: str) -> tuple[int, dict]:
         {
             "Content-Type": "application/x-www-form-urlencoded",
             "Authorization": f"Basic {credentials}",
-            "X-Forwarded-Proto": "https",
         },
     )
     response = conn.getresponse()

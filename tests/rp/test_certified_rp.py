@@ -10,8 +10,8 @@ introspection → revocation → RP-initiated logout → back-channel logout del
 - openid-client v6 (panva's, OpenID-certified) under Node (tests/rp/openid_client_rp.mjs,
   installed by ``make test`` with ``npm ci --prefix tests/rp``).
 
-The server is started the way docker/compose.yml starts it: gunicorn with docker/gunicorn.conf.py
-(two sync workers), DEBUG off, static files collected and served by WhiteNoise, the test
+The server is started the way docker/compose.yml starts it: python -m authserver.server
+(granian, two workers), DEBUG off, static files collected and served by WhiteNoise, the test
 PostgreSQL database, Redis for the cache, and a Celery worker (prefork) on the real broker. The
 issuer is its real address, http://127.0.0.1:PORT, which DEBUG off allows only through
 ALLOW_HTTP_ISSUER_ON_LOOPBACK. The relying party's own pages (callback, post-logout page,
@@ -192,8 +192,8 @@ def server_environment(issuer: str, tmp_path: Path) -> dict[str, str]:
         "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS": "true",
         "CLIENT_FETCH_ALLOW_PRIVATE_NETWORKS": "true",  # the RP's jwks_uri is on loopback too
         "LOG_LEVEL": "INFO",
-        # docker/gunicorn.conf.py's own variables
-        "GUNICORN_BIND": issuer.removeprefix("http://"),
+        # the web server's own variables (authserver/server.py)
+        "WEB_BIND": issuer.removeprefix("http://"),
         "WEB_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
@@ -223,10 +223,9 @@ def production(collected_static, tmp_path) -> Iterator[Production]:
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         processes.append(worker)
-        with open(tmp_path / "gunicorn.log", "wb") as log:
+        with open(tmp_path / "web.log", "wb") as log:
             web = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
-                 "authserver.wsgi:application"],
+                [sys.executable, "-m", "authserver.server"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         processes.append(web)
@@ -237,7 +236,7 @@ def production(collected_static, tmp_path) -> Iterator[Production]:
             except requests.RequestException:
                 return False
 
-        wait_for("gunicorn", answers, web, running)
+        wait_for("the web server", answers, web, running)
         wait_for(
             "the Celery worker",
             lambda: "ready." in (tmp_path / "worker.log").read_text(errors="replace"),

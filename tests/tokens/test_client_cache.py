@@ -1,73 +1,31 @@
 """Clients are kept in each server process's memory for the token endpoint (tokens/client_cache.py).
 A change made anywhere must reach every other process at once, so these tests change a client in
-this process and watch a real gunicorn worker, a separate process with its own memory, stop
-honouring the old state."""
+this process and watch a worker of the real server (tests/web.py), a separate process with its
+own memory, stop honouring the old state."""
 
 import base64
 import http.client
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from django.core.cache import cache
 from django.db import connection
 
+from tests.web import running
 from tokens import client_cache
 from tokens.clients import create_client, rotate_client_secret
 from tokens.revocation import deactivate_client
 
-ROOT = Path(__file__).resolve().parents[2]
-
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path):
-    """One gunicorn worker on the test database and the test cache (so on the same Redis)."""
-    db = connection.settings_dict
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "WEB_CONCURRENCY": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    log = open(tmp_path / "gunicorn.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "authserver.wsgi:application", "--workers=1",
-         f"--bind=127.0.0.1:{port}", "--error-logfile=-"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/health/live")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+    """One worker of the production server on the test database and the test cache (so on the
+    same Redis)."""
+    with running(tmp_path) as web:
+        yield web.port
 
 
 def grant(port: int, client_id: str, secret: str) -> tuple[int, dict]:
