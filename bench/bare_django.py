@@ -1,5 +1,6 @@
 """A bare Django app, as ``django-admin startproject`` makes it, answering GET /ping with "pong":
-the machine's reference for bench/tokens.py (scenario ``django_ping``).
+the machine's reference for bench/tokens.py (scenario ``django_ping``; under the server being
+measured too, as ``django_ping_server``, for information).
 
 The issue's targets were set on a machine where such an app served about 2,860 req/s under
 gunicorn with one sync worker; measuring the same app here, in the same run, under the same

@@ -3,7 +3,7 @@
     .venv/bin/python bench/cpu.py [--requests 2000] [--profile introspection] [--redis-down]
 
 Throughput on a shared machine is noise; CPU time per request is not (much). This calls
-``authserver.wsgi.application`` directly with a ready WSGI environ (what gunicorn's sync worker
+``authserver.wsgi.application`` directly with a ready WSGI environ (what a WSGI server's worker
 does, without the socket), N times per scenario, against the real PostgreSQL and Redis, and
 prints this process's CPU (``time.process_time``) and the PostgreSQL backends' CPU (from /proc)
 per request. ``--profile NAME`` runs that scenario under cProfile and prints the top of the
