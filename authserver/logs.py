@@ -162,3 +162,29 @@ class AccessLogMiddleware:
                 _clean(meta.get("HTTP_USER_AGENT", ""), 256),
             )
         return response
+
+
+def logging_config(*, json: bool, level: str) -> dict:
+    """The one logging configuration (settings.LOGGING, and the web server's master, which
+    loads no Django settings: authserver/server.py): one console handler, JSON or plain, with
+    the request id and the redaction filter on every line."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_id": {"()": "authserver.logs.AddRequestId"},
+            "redact": {"()": "authserver.logs.RedactSecrets"},
+        },
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+            "json": {"()": "authserver.logs.JsonFormatter"},
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json" if json else "plain",
+                "filters": ["request_id", "redact"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+    }

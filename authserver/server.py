@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from django.core.exceptions import ImproperlyConfigured
 
 from authserver import env
-from authserver.logs import clean_path
+from authserver.logs import clean_path, logging_config
 
 logger = logging.getLogger("authserver.server")
 
@@ -72,32 +72,14 @@ class ChosenWorkers(logging.Filter):
 
 def log_config(*, json: bool, level: str) -> dict:
     """granian's own lines (its master and workers) in the application's format and filters."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {
-            "request_id": {"()": "authserver.logs.AddRequestId"},
-            "redact": {"()": "authserver.logs.RedactSecrets"},
-            "chosen_workers": {"()": ChosenWorkers},
-        },
-        "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-            "json": {"()": "authserver.logs.JsonFormatter"},
-        },
-        "handlers": {
-            "console": {
-                "class": "logging.StreamHandler",
-                "formatter": "json" if json else "plain",
-                "filters": ["request_id", "redact"],
-            }
-        },
-        "root": {"handlers": ["console"], "level": level},
-        # Replaces granian's own logger settings: its lines go to the root's handler above.
-        "loggers": {
-            "_granian": {"filters": ["chosen_workers"]},
-            "granian.access": {"level": "WARNING"},
-        },
+    config = logging_config(json=json, level=level)
+    config["filters"]["chosen_workers"] = {"()": ChosenWorkers}
+    # Replaces granian's own logger settings: its lines go to the root's handler.
+    config["loggers"] = {
+        "_granian": {"filters": ["chosen_workers"]},
+        "granian.access": {"level": "WARNING"},
     }
+    return config
 
 
 def granian_options(server: env.ServerConfig, *, log_json: bool, log_level: str) -> dict:

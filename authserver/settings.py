@@ -3,6 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from authserver import env
+from authserver.logs import logging_config
 
 try:
     CONFIG = env.load()
@@ -284,24 +285,7 @@ USE_TZ = True
 # One line per request from authserver.logs.AccessLogMiddleware (the server writes none).
 ACCESS_LOG = CONFIG.access_log
 LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {
-        "request_id": {"()": "authserver.logs.AddRequestId"},
-        "redact": {"()": "authserver.logs.RedactSecrets"},
-    },
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "json": {"()": "authserver.logs.JsonFormatter"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "json" if CONFIG.log_json else "plain",
-            "filters": ["request_id", "redact"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": CONFIG.log_level},
+    **logging_config(json=CONFIG.log_json, level=CONFIG.log_level),
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
