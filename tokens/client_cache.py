@@ -124,8 +124,8 @@ def _listen(memory: _Memory, url: str) -> None:
 
 
 def _memory_for_this_process() -> _Memory | None:
-    """This process's memory, with its listener started (once per process: gunicorn and Celery
-    fork after import, and a thread does not survive a fork)."""
+    """This process's memory, with its listener started (once per process: a server or Celery
+    may fork after import, and a thread does not survive a fork)."""
     global _memory
     memory = _memory
     if memory is not None and memory.pid == os.getpid():

@@ -86,7 +86,9 @@ def _keys() -> _Keys:
     keys = _cached
     if keys is None or time.monotonic() - keys.loaded > CACHE_SECONDS:
         with _lock:
-            keys = _cached = _load()
+            keys = _cached  # another thread may have reloaded while this one waited
+            if keys is None or time.monotonic() - keys.loaded > CACHE_SECONDS:
+                keys = _cached = _load()
     return keys
 
 
