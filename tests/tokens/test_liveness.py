@@ -10,11 +10,10 @@ would: nothing in this process is told, only PostgreSQL's NOTIFY reaches it.
 
 import time
 
-import psycopg
 import pytest
-from django.db import connection
 
 from accounts.models import UserSession
+from tests.conftest import second_connection
 from tests.factories import ClientFactory, Registered
 from tests.tokens.conftest import endpoint, exchange, get_code
 from tokens import access_tokens, liveness, revocation
@@ -26,10 +25,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def other_process():
     """A PostgreSQL session of its own, committing each statement."""
-    params = {
-        k: v for k, v in connection.get_connection_params().items() if k not in liveness._NOT_LIBPQ
-    }
-    with psycopg.connect(**params, autocommit=True) as other:
+    with second_connection(autocommit=True) as other:
         yield other
 
 
@@ -189,10 +185,7 @@ LOUD = {**REVOCATIONS, "a client deleted": "DELETE FROM tokens_client WHERE clie
 
 def notified(other_process, statement, values) -> bool:
     """Whether ``statement``, committed by yet another session, NOTIFYs the channel."""
-    params = {
-        k: v for k, v in connection.get_connection_params().items() if k not in liveness._NOT_LIBPQ
-    }
-    with psycopg.connect(**params, autocommit=True) as listener:
+    with second_connection(autocommit=True) as listener:
         listener.execute(f"LISTEN {liveness.CHANNEL}")
         other_process.execute(statement, values)
         return any(True for _ in listener.notifies(timeout=1.0, stop_after=1))
