@@ -10,17 +10,18 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from accounts import assurance, factors, throttle
+from accounts import assurance, throttle
 from accounts.network import client_ip
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
 from tokens import device_codes
+from tokens.views import factor_step, reachable_level
 
 
 @login_required
@@ -79,11 +80,11 @@ def _step_up(request: HttpRequest, row, typed: str, wanted) -> HttpResponse | No
     or ``required_acr``; RFC 8628 has no ``acr_values``): off to the missing factor, back here
     with the code filled in. A level the person cannot reach is a refusal when the client
     requires it, and the best reached otherwise (as at /authorize: tokens/views.py)."""
-    reachable = next((acr for acr in wanted.values if factors.can_reach(request.user, acr)), None)
+    reachable = reachable_level(request.user, wanted)
     if reachable is not None:
-        back = f"{reverse('tokens:device')}?{urlencode({'user_code': typed})}"
-        query = urlencode({"acr": reachable, "next": back})
-        return HttpResponseRedirect(f"{reverse('accounts:login_factor')}?{query}")
+        return factor_step(
+            reachable, f"{reverse('tokens:device')}?{urlencode({'user_code': typed})}"
+        )
     if not wanted.essential:
         return None
     return _code_page(

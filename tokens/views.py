@@ -362,7 +362,7 @@ def _step_up(request: HttpRequest, grant, user, oidc: OidcParameters) -> HttpRes
     )
     if wanted.met_by(request.session.get(AMR_KEY, [])):
         return None  # (always, at no cost, for clients that ask for nothing)
-    reachable = next((acr for acr in wanted.values if factors.can_reach(user, acr)), None)
+    reachable = reachable_level(user, wanted)
     if reachable is None:
         if wanted.essential:
             return _error_back(request, grant, UnmetAuthenticationRequirementsError)
@@ -370,7 +370,18 @@ def _step_up(request: HttpRequest, grant, user, oidc: OidcParameters) -> HttpRes
     if "none" in oidc.prompts:
         # OIDC Core §3.1.2.6: the request needs the person to do something.
         return _error_back(request, grant, InteractionRequiredError)
-    query = urlencode({"acr": reachable, "next": request.get_full_path()})
+    return factor_step(reachable, request.get_full_path())
+
+
+def reachable_level(user, wanted: assurance.AcrRequest) -> str | None:
+    """The first level asked for that this person has the factors to reach, if any."""
+    return next((acr for acr in wanted.values if factors.can_reach(user, acr)), None)
+
+
+def factor_step(acr: str, next_url: str) -> HttpResponseRedirect:
+    """Off to the sign-in's next factor, to reach ``acr``, then back to ``next_url``
+    (here, and at /device: tokens/device_views.py)."""
+    query = urlencode({"acr": acr, "next": next_url})
     return HttpResponseRedirect(f"{reverse('accounts:login_factor')}?{query}")
 
 
