@@ -63,7 +63,7 @@ def preflight(request: HttpRequest, methods: str) -> HttpResponse:
 
 def allow_client_origin(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """Let the browser hand this answer to the client's page, if the page is the client's."""
-    origin = request.headers.get("Origin")
+    origin = request.META.get("HTTP_ORIGIN")  # (request.headers would copy every header first)
     if not origin:
         return response
     try:
