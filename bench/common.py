@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
@@ -304,10 +306,18 @@ def start_server(
         stderr=subprocess.STDOUT,
         preexec_fn=pin(0),  # sched_setaffinity only, before exec
     )
+    return wait_until_ready(process, port, ready_path, kind, log_path)
+
+
+def wait_until_ready(
+    process: subprocess.Popen, port: int, ready_path: str, label: str, log_path: Path
+) -> subprocess.Popen:
+    """``process`` once GET ``ready_path`` on ``port`` answers 200; RuntimeError if it exits
+    first or does not answer within 60 s (then it is terminated)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{kind} exited with {process.returncode}; see {log_path}")
+            raise RuntimeError(f"{label} exited with {process.returncode}; see {log_path}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", ready_path)
@@ -318,7 +328,7 @@ def start_server(
             pass
         time.sleep(0.2)
     process.terminate()
-    raise RuntimeError(f"{kind} did not answer within 60 s; see {log_path}")
+    raise RuntimeError(f"{label} did not answer within 60 s; see {log_path}")
 
 
 def worker_pids(server: subprocess.Popen) -> list[int]:
@@ -347,6 +357,45 @@ def show_log(log_dir: Path, name: str = "gunicorn.log") -> None:
     if log.exists():
         print(f"--- the end of {log} ---", file=sys.stderr)
         print(log.read_text()[-4000:], file=sys.stderr)
+
+
+# --- HTTP, for the correctness checks ----------------------------------------------------------
+def request(
+    port: int,
+    method: str,
+    path: str,
+    form: dict | None = None,
+    basic_auth: str = "",
+    dpop: str = "",
+):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Accept": "application/json"}
+    if dpop:
+        headers["DPoP"] = dpop
+    body = None
+    if form is not None:
+        body = urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    if basic_auth:
+        headers["Authorization"] = f"Basic {basic_auth}"
+    try:
+        conn.request(method, path, body, headers)
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = data.decode(errors="replace")
+    return response.status, parsed
+
+
+@dataclass
+class Check:
+    label: str
+    ok: bool
+    detail: str = ""
 
 
 # --- measuring ----------------------------------------------------------------------------------

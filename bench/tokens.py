@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import http.client
 import json
 import math
 import os
@@ -65,7 +64,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from common import (
     BARE_DJANGO_APP,
@@ -76,6 +75,7 @@ from common import (
     REFERENCE_SERVER,
     ROOT,
     SERVERS,
+    Check,
     CpuSampler,
     bench_client,
     bench_parser,
@@ -89,6 +89,7 @@ from common import (
     prepare_database,
     process_cpu_ticks,
     release_database,
+    request,
     show_log,
     start_server,
     stop,
@@ -458,45 +459,6 @@ class ServicePinning:
         return restored
 
 
-# --- HTTP, for the correctness checks ----------------------------------------------------------
-def request(
-    port: int,
-    method: str,
-    path: str,
-    form: dict | None = None,
-    basic_auth: str = "",
-    dpop: str = "",
-):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Accept": "application/json"}
-    if dpop:
-        headers["DPoP"] = dpop
-    body = None
-    if form is not None:
-        body = urlencode(form)
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    if basic_auth:
-        headers["Authorization"] = f"Basic {basic_auth}"
-    try:
-        conn.request(method, path, body, headers)
-        response = conn.getresponse()
-        data = response.read()
-    finally:
-        conn.close()
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        parsed = data.decode(errors="replace")
-    return response.status, parsed
-
-
-@dataclass
-class Check:
-    label: str
-    ok: bool
-    detail: str = ""
-
-
 def correctness(port: int, seeded: Seeded) -> tuple[list[Check], str]:
     """One plain request per scenario, its answer checked; returns the checks and the user
     access token (from a real refresh) that introspection will present."""
@@ -749,16 +711,17 @@ def backend_pids(database: str) -> list[int]:
 
 class CpuTime:
     """CPU time (user + system) of the worker, of the bench database's backends and of
-    redis-server, between ``start()`` and ``stop()``."""
+    redis-server (unless ``redis`` is false: a server that uses none, the peer), between
+    ``start()`` and ``stop()``."""
 
-    def __init__(self, server: subprocess.Popen, database: str):
-        self.server, self.database = server, database
+    def __init__(self, server: subprocess.Popen, database: str, redis: bool = True):
+        self.server, self.database, self.redis = server, database, redis
 
     def _groups(self) -> dict[str, list[int]]:
         return {
             "worker": worker_pids(self.server),
             "postgres": backend_pids(self.database),
-            "redis": _pids("redis-server"),
+            "redis": _pids("redis-server") if self.redis else [],
         }
 
     def _ticks(self, groups: dict[str, list[int]]) -> dict[str, dict[int, int]]:
@@ -815,18 +778,19 @@ def measure_scenario(
     database: str,
     sampler: CpuSampler,
     pinning: ServicePinning,
+    redis: bool = True,
 ) -> Measured:
     """wrk against ``target`` (port, path, script, the script's arguments given the first
     seeded index), warm-up then measured, with the CPU time of the worker, the database's
-    backends and Redis. ``first``: the first unused seeded index (None: the script uses none);
-    the measured run starts where the warm-up stopped."""
+    backends and (unless ``redis`` is false) Redis. ``first``: the first unused seeded index
+    (None: the script uses none); the measured run starts where the warm-up stopped."""
     port, path, script, extra = target
     print(f"== {name}: warm-up {args.warmup:.0f} s, then {args.duration:.0f} s", flush=True)
     warmup = run_wrk(args, port, path, script, args.warmup, *extra(first or 0))
     if first is not None:
         first = warmup.next_index
     pinning.repin()
-    cpu = CpuTime(server, database)
+    cpu = CpuTime(server, database, redis)
     cpu.start()
     started = time.monotonic()
     result = run_wrk(args, port, path, script, args.duration, *extra(first or 0))
@@ -1048,23 +1012,25 @@ def consistency(measured: list[Measured], counts: dict[str, int], connections: i
         ("dpop_refresh", "dpop tokens rotated"),
         ("code", "codes used"),
     ):
-        if name not in by_name:
-            continue
-        runs = [m for m in measured if m.name == name]
-        # 1: the correctness check
-        answered = 1 + sum(m.result.successes + m.warmup.successes for m in runs)
-        # sent, then abandoned when wrk stopped (the server served them), twice a run
-        in_flight = 2 * 2 * connections * len(runs)
-        done = counts[label]
-        checks.append(
-            Check(
-                f"{name}: {label} in the database match the 200s wrk counted",
-                answered <= done <= answered + in_flight,
-                f"{done:,} in the database, {answered:,} answered "
-                f"(+ at most {in_flight} in flight)",
-            )
-        )
+        if name in by_name:
+            runs = [m for m in measured if m.name == name]
+            checks.append(used_as_answered(name, label, runs, counts[label], connections))
     return checks
+
+
+def used_as_answered(
+    name: str, label: str, runs: list[Measured], done: int, connections: int
+) -> Check:
+    """As many seeded values used (``done``, counted in the database) as wrk counted 200s for
+    ``runs``, plus the correctness check's, give or take the requests still in flight."""
+    answered = 1 + sum(m.result.successes + m.warmup.successes for m in runs)
+    # sent, then abandoned when wrk stopped (the server served them), twice a run
+    in_flight = 2 * 2 * connections * len(runs)
+    return Check(
+        f"{name}: {label} in the database match the 200s wrk counted",
+        answered <= done <= answered + in_flight,
+        f"{done:,} in the database, {answered:,} answered (+ at most {in_flight} in flight)",
+    )
 
 
 def cpu_cost(m: Measured) -> float:
