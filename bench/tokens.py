@@ -39,6 +39,14 @@ must contain "bench", and it is created, migrated and dropped here):
    PASS/FAIL against the targets, then the targets (and the issue's other reference figures)
    scaled to this machine by this run's bare-Django /ping over the issue's 2,860 req/s.
 
+6. With ``--peer node-oidc-provider`` (off by default), after our rounds: the peer
+   (bench/peers/node-oidc-provider/, bench/peers.py; ``npm ci`` first if its node_modules is
+   missing) in a database of its own (ours + ``_node``, created and dropped), seeded through its
+   own models, one node process pinned to CPU 0, checked with one plain request per scenario,
+   then client_credentials, introspection and refresh rotation under the same wrk scripts and
+   settings, ``--rounds`` times, measured and counted as ours are; printed next to ours, with
+   ours ÷ the peer's per scenario.
+
 Exit status: 1 on a wrong answer, an error (non-2xx, socket error) or an inconsistency in the
 database; a missed speed target is reported, not fatal. 2 when the benchmark could not run.
 """
@@ -66,6 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import peers
 from common import (
     BARE_DJANGO_APP,
     CLOCK_TICKS,
@@ -182,6 +191,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="RS256",
         help="the bench client's ID tokens, of the code exchange and of every refresh (OIDC "
         "Core §12.2): RS256 (default, as node-oidc-provider's) or ES256",
+    )
+    add(
+        "--peer",
+        choices=peers.PEERS,
+        help="after our rounds, the same client_credentials, introspection and refresh "
+        "scenarios, --rounds times, against this peer (bench/peers/; node-oidc-provider needs "
+        "node and npm, and runs npm ci if its node_modules is missing), in a database of its "
+        "own (ours + _node), and the two side by side in the report",
     )
     add("--wrk", default=os.environ.get("WRK", "wrk"), help="the wrk binary")
     add(
@@ -1282,6 +1299,156 @@ def print_spread(args, measured: list[Measured]) -> None:
         print(f"  {'PASS' if ok else 'FAIL'}  {line}")
 
 
+# --- the peer (--peer) ----------------------------------------------------------------------------
+def measure_peer(
+    args, peer: peers.Peer, sampler: CpuSampler, pinning: ServicePinning, log_dir: Path
+) -> list[Measured] | None:
+    """The peer (bench/peers.py) seeded, served on CPU 0 and checked like ours, then each of
+    peers.SCENARIOS that we measured, --rounds times, by measure_scenario (its worker: the peer's
+    process; no Redis). None when a correctness check failed. peer.counts: its census."""
+    count = peers.seed_count(args)
+    print(
+        f"== {peer.name} {peer.version}: database {peer.database}: create, seed {count:,} "
+        "refresh tokens (each its own grant) and an access token through its models"
+    )
+    server = None
+    try:
+        seeded = peers.seed(peer, count)
+        print(f"  {seeded.seconds:.1f} s")
+        port = free_port()
+        print(
+            f"== {peer.name} (node, NODE_ENV=production): 1 process on 127.0.0.1:{port}, "
+            f"CPU {SERVER_CPU}; wrk on CPU {LOAD_CPU}"
+        )
+        server = peers.start(peer, port, log_dir / "peer.log")
+        print(f"== {peer.name}: correctness")
+        checks = peers.correctness(peer, port)
+        for check in checks:
+            print(
+                f"  {'ok  ' if check.ok else 'FAIL'} {check.label}"
+                + (f" {check.detail}" if check.detail else "")
+            )
+        if not all(check.ok for check in checks):
+            return None
+        targets = peers.scenarios(seeded, args.threads)
+        names = [name for name in peers.SCENARIOS if name in args.scenarios]
+        next_index = {"refresh": 2}  # rt-1 went to the correctness check
+        measured = []
+        for number in range(1, args.rounds + 1):
+            print(f"== {peer.name}: round {number} of {args.rounds}")
+            for name in names:
+                path, script, extra = targets[name]
+                m = measure_scenario(
+                    args, name, (port, path, script, extra), next_index.get(name), server,
+                    peer.database, sampler, pinning, redis=False,
+                )  # fmt: skip
+                if name in next_index:
+                    next_index[name] = m.result.next_index
+                    if m.result.next_index > seeded.tokens:
+                        print(
+                            f"  bench: {peer.name} {name} ran out of seeded values "
+                            f"({m.result.next_index - 1:,} > {seeded.tokens:,}): raise "
+                            "peers.SEED_RATE"
+                        )
+                m.round = number
+                measured.append(m)
+        stop(server)  # gracefully: the request in hand is finished first
+        server = None
+        peer.counts = peers.census(peer)
+        return measured
+    finally:
+        stop(server)
+        peers.release(peer, getattr(args, "keep_db", False))
+
+
+def print_peer(args, peer: peers.Peer, ours: list[Measured], theirs: list[Measured]) -> None:
+    """Ours and the peer's medians side by side, each scenario's spread over the rounds and its
+    ratio to this run's bare Django /ping; then ours ÷ the peer's per scenario."""
+    ours_median = {m.name: m for m in median_rounds(ours)}
+    theirs_median = {m.name: m for m in median_rounds(theirs)}
+    bare = ours_median.get("django_ping")
+    bare_rate = bare.result.rate if bare else math.nan
+    rows = []
+    for name in theirs_median:
+        for who, runs, m in (
+            ("ours", ours, ours_median.get(name)),
+            (peer.name, theirs, theirs_median[name]),
+        ):
+            if m is None:
+                continue
+            rates = sorted(r.result.rate for r in runs if r.name == name)
+            per = 1e6 / m.result.requests if m.result.requests else math.nan
+            rows.append(
+                [
+                    name,
+                    who,
+                    str(len(rates)),
+                    f"{rates[0]:,.0f}",
+                    f"{m.result.rate:,.0f}",
+                    f"{rates[-1]:,.0f}",
+                    f"{max(r.result.p99 for r in runs if r.name == name) * 1e3:.2f}",
+                    f"{sum(r.result.errors + r.warmup.errors for r in runs if r.name == name):,}",
+                    f"{m.result.rate / bare_rate:.2f}" if bare_rate else "-",
+                    f"{m.cpu['worker'] * per:,.0f}",
+                    f"{m.cpu['postgres'] * per:,.0f}",
+                    f"{m.cpu['redis'] * per:,.0f}",
+                    f"{cpu_cost(m) * 1e6:,.0f}",
+                ]
+            )
+    print()
+    print(
+        f"PEER: {peer.name} {peer.version} (one node process, NODE_ENV=production, PostgreSQL on "
+        f"CPU {SERVER_CPU} as ours; the same wrk scripts and settings; {args.rounds} rounds of "
+        f"{args.duration:.0f} s, run after ours; median round's figures, p99 the worst round's, "
+        "errors of all rounds with warm-ups; µs/req: CPU time per request of the worker (ours: "
+        "granian's; the peer's: the node process), the database's backends and, ours only, "
+        "redis-server)"
+    )
+    table(
+        [
+            "scenario", "server", "rounds", "min req/s", "median", "max", "p99 ms (max)",
+            "errors", "median / bare", "worker µs/req", "pg µs/req", "redis µs/req",
+            "CPU µs/req",
+        ],
+        rows,
+    )  # fmt: skip
+    print()
+    print(f"TARGETS (issue 13: ahead of {peer.name} on every scenario; medians of this run)")
+    for name, m in theirs_median.items():
+        mine = ours_median.get(name)
+        if mine is None:
+            continue
+        speed = mine.result.rate / m.result.rate if m.result.rate else math.nan
+        cost = cpu_cost(mine) / cpu_cost(m)
+        print(
+            f"  {'PASS' if speed > 1 else 'FAIL'}  ours ÷ {peer.name}, {name}: {speed:.2f}x req/s "
+            f"({mine.result.rate:,.0f} vs {m.result.rate:,.0f}), {cost:.2f}x CPU µs per request "
+            f"({cpu_cost(mine) * 1e6:,.0f} vs {cpu_cost(m) * 1e6:,.0f})"
+        )
+
+
+def peer_consistency(args, peer: peers.Peer, measured: list[Measured]) -> list[Check]:
+    """The peer's census (every seeded refresh token used at most once, one new per rotation,
+    as many as wrk's 200s) and no error or wrong answer under load."""
+    checks = peers.consistency(peer, peer.counts)
+    runs = [m for m in measured if m.name == "refresh"]
+    if runs:
+        checks.append(
+            used_as_answered(
+                f"{peer.name} refresh",
+                "tokens rotated",
+                runs,
+                peer.counts["tokens rotated"],
+                args.connections,
+            )
+        )
+    clean = all(m.result.errors + m.warmup.errors == 0 for m in measured)
+    checks.append(
+        Check(f"{peer.name}: no error and no wrong answer under load (warm-ups included)", clean)
+    )
+    return checks
+
+
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -1294,6 +1461,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {args.wrk} not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     args.wrk = wrk
+    peer = None
+    if args.peer:
+        try:
+            peer = peers.install(args.peer, args.database_url)
+        except (peers.PeerUnavailable, subprocess.CalledProcessError) as error:
+            print(f"bench: {error}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
 
@@ -1317,6 +1491,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     pinning = ServicePinning(SERVER_CPU)
     log_name = "bare_django.log"  # the server of the moment's log, shown if it fails
+    peer_measured: list[Measured] = []
     exit_code = 0
     try:
         prepare_database(args)
@@ -1399,6 +1574,12 @@ def main(argv: list[str] | None = None) -> int:
                 measured += measure_redis_down(
                     args, log_dir, seeded, access_token, name, sampler, pinning, next_index
                 )
+            if peer:
+                log_name = "peer.log"
+                peer_measured = measure_peer(args, peer, sampler, pinning, log_dir)
+                if peer_measured is None:
+                    show_log(log_dir, log_name)
+                    return 1
         finally:
             sampler.stop()
         stop(server)  # gracefully: the request in hand is finished first
@@ -1420,11 +1601,15 @@ def main(argv: list[str] | None = None) -> int:
     rounds = [m for m in measured if not m.redis_down]
     no_errors, _missed = print_report(args, median_rounds(rounds))
     print_spread(args, measured)
+    if peer:
+        print_peer(args, peer, rounds, peer_measured)
     no_errors = no_errors and all(m.result.errors + m.warmup.errors == 0 for m in measured)
     print()
     print("CORRECTNESS")
     checks = consistency(measured, counts, args.connections)
     checks.append(Check("no error and no wrong answer under load (warm-ups included)", no_errors))
+    if peer:
+        checks += peer_consistency(args, peer, peer_measured)
     for check in checks:
         print(
             f"  {'ok  ' if check.ok else 'FAIL'} {check.label}"
