@@ -59,6 +59,8 @@ test: $(VENV)/.dev-installed $(if $(shell command -v npm),tests/rp/node_modules/
 ## PostgreSQL (authserver_bench_tokens, created and dropped); one worker of the production server
 ## (granian, authserver/server.py), PostgreSQL and Redis on CPU 0, wrk on CPU 1.
 ## Options: BENCH_ARGS="--duration 30 --connections 4" (see bench/README.md). Installs wrk if missing.
+## BENCH_ARGS="--peer node-oidc-provider": node-oidc-provider measured the same way, next to ours
+## (needs node and npm; bench/tokens.py runs npm ci in bench/peers/node-oidc-provider if needed).
 bench: $(VENV)/.bench-installed
 	@command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y --no-install-recommends wrk >/dev/null \
