@@ -63,21 +63,34 @@ def generate(algorithm: str, state: str = SigningKey.State.NEXT) -> SigningKey:
     )
 
 
-def _load() -> _Keys:
+def _load(previous: _Keys | None) -> _Keys:
+    """The keys as the database has them now. A key's material never changes under its kid
+    (the RFC 7638 thumbprint), so what ``previous`` already imported is kept: importing an
+    RSA private key costs ~40 ms (cryptography checks it), a stall for every request queued
+    behind the reload, once a minute."""
     # The rotation job deletes a retired key once nothing it signed can still be valid.
     rows = list(SigningKey.objects.order_by("created"))
+    imported = {kid: key for kid, key in previous.signing.values()} if previous else {}
     signing = {}
     for row in rows:
         if row.state == SigningKey.State.ACTIVE:
-            key_class = ECKey if row.algorithm == "ES256" else RSAKey
-            signing[row.algorithm] = (row.kid, key_class.import_key(row.private_jwk))
+            key = imported.get(row.kid)
+            if key is None:
+                key_class = ECKey if row.algorithm == "ES256" else RSAKey
+                key = key_class.import_key(row.private_jwk)
+            signing[row.algorithm] = (row.kid, key)
+    kids = frozenset(row.kid for row in rows)
     public = [row.public_jwk for row in rows]
+    if previous is not None and previous.kids == kids:
+        verifying = previous.verifying
+    else:
+        verifying = KeySet.import_key_set({"keys": public}) if public else KeySet([])
     return _Keys(
         signing=signing,
-        verifying=KeySet.import_key_set({"keys": public}) if public else KeySet([]),
+        verifying=verifying,
         jwks={"keys": public},
         loaded=time.monotonic(),
-        kids=frozenset(row.kid for row in rows),
+        kids=kids,
     )
 
 
@@ -88,7 +101,7 @@ def _keys() -> _Keys:
         with _lock:
             keys = _cached  # another thread may have reloaded while this one waited
             if keys is None or time.monotonic() - keys.loaded > CACHE_SECONDS:
-                keys = _cached = _load()
+                keys = _cached = _load(keys)
     return keys
 
 
@@ -141,7 +154,7 @@ def decode(value: str, algorithms: list[str]):
         if time.monotonic() - keys.loaded <= RELOAD_FOR_UNKNOWN_KID_EVERY:
             raise
         with _lock:
-            keys = _cached = _load()
+            keys = _cached = _load(_cached)
         return jwt.decode(value, keys.verifying, algorithms=algorithms)
 
 

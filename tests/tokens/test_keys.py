@@ -9,6 +9,7 @@ published keys, never with our verification code.
 """
 
 import base64
+import dataclasses
 import json
 import time
 from datetime import timedelta
@@ -411,3 +412,33 @@ def test_a_key_another_process_just_created_is_picked_up_at_once(confidential):
     assert (
         access_tokens.read(value) is None
     )  # just reloaded: an unknown kid does not hit the database again
+
+
+def test_the_minutely_reload_keeps_the_keys_it_imported_and_picks_up_a_rotation(
+    logged_in_client, confidential
+):
+    """Each process re-reads the keys every CACHE_SECONDS. A kid names one key's material for
+    good (its RFC 7638 thumbprint), so the reload imports only keys it has not seen: importing
+    an RSA private key takes tens of milliseconds, a stall for the requests behind it. A
+    rotation made by another process still reaches this one at the next reload."""
+    client_token(confidential)
+    code_flow(logged_in_client, confidential, "openid")  # the RS256 key, for ID tokens
+    before = keys._keys()
+    stale = keys._cached = dataclasses.replace(
+        before, loaded=before.loaded - keys.CACHE_SECONDS - 1
+    )
+    reloaded = keys._keys()
+    assert reloaded is not stale
+    for algorithm in ("ES256", "RS256"):
+        assert reloaded.signing[algorithm][1] is before.signing[algorithm][1]
+    assert reloaded.verifying is before.verifying
+
+    rotated = keys.rotate(force=True)  # as on another machine: this process's copy is put back
+    keys._cached = dataclasses.replace(reloaded, loaded=reloaded.loaded - keys.CACHE_SECONDS - 1)
+    after = keys._keys()
+    for algorithm in ("ES256", "RS256"):
+        kid, key = after.signing[algorithm]
+        assert kid in rotated.promoted and key is not before.signing[algorithm][1]
+        assert key.thumbprint() == kid
+    assert set(rotated.published) <= after.kids and after.verifying is not before.verifying
+    assert header(client_token(confidential))["kid"] in rotated.promoted
