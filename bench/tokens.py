@@ -183,7 +183,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--no-redis-down",
         action="store_true",
-        help="skip the round with the cache's Redis unreachable for the server under test",
+        help="skip the rounds with the cache's Redis unreachable for the server under test",
+    )
+    add(
+        "--redis-down-rounds",
+        type=int,
+        help="rounds with Redis unreachable (default: --rounds), compared median to median",
     )
     add(
         "--id-token-alg",
@@ -212,8 +217,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.scenarios.remove("django_ping_server")  # it would be django_ping again
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.redis_down_rounds is None:
+        args.redis_down_rounds = args.rounds
+    if args.redis_down_rounds < 1:
+        parser.error("--redis-down-rounds must be at least 1")
     if not args.tokens:
-        runs = args.rounds + (0 if args.no_redis_down else 1)
+        runs = args.rounds + (0 if args.no_redis_down else args.redis_down_rounds)
         args.tokens = int(3_000 * (args.warmup + args.duration) * runs * 1.1) + 1_000
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
@@ -955,21 +964,27 @@ def measure_redis_down(
     server = start_server(
         args, port, log_path, ready_path="/ping", kind=args.server, env={"CACHE_URL": DEAD_REDIS}
     )
+    found = []
     try:
         names = [name for name in args.scenarios if name in REDIS_DOWN_SCENARIOS]
-        found = measure(
-            args,
-            port,
-            seeded,
-            access_token,
-            server,
-            database,
-            sampler,
-            pinning,
-            log_dir,
-            next_index,
-            names,
-        )
+        for number in range(1, args.redis_down_rounds + 1):
+            print(f"== Redis down: round {number} of {args.redis_down_rounds}")
+            for m in measure(
+                args,
+                port,
+                seeded,
+                access_token,
+                server,
+                database,
+                sampler,
+                pinning,
+                log_dir,
+                next_index,
+                names,
+            ):
+                m.redis_down = True
+                m.round = number
+                found.append(m)
     finally:
         stop(server)
     lines = log_path.read_text(errors="replace").splitlines()
@@ -977,9 +992,6 @@ def measure_redis_down(
     print(f"  the server logged {len(app_lines)} line(s) of its own in that round:")
     for line in app_lines[:10]:
         print(f"    {line[:160]}")
-    for m in found:
-        m.redis_down = True
-        m.round = 0
     args.redis_down_log_lines = len(app_lines)
     return found
 
@@ -1227,9 +1239,9 @@ def median_rounds(measured: list[Measured]) -> list[Measured]:
 
 def print_spread(args, measured: list[Measured]) -> None:
     """Every scenario over the rounds (min / median / max req/s, ± half the range over the
-    median), its median's ratio to the bare Django /ping's median, and the Redis-down round."""
+    median), its median's ratio to the bare Django /ping's median, and the Redis-down median."""
     rounds = [m for m in measured if not m.redis_down]
-    down = {m.name: m for m in measured if m.redis_down}
+    down = {m.name: m for m in median_rounds([m for m in measured if m.redis_down])}
     median = {m.name: m for m in median_rounds(rounds)}
     bare = median.get("django_ping")
     rows, verdicts = [], []
@@ -1266,11 +1278,16 @@ def print_spread(args, measured: list[Measured]) -> None:
             )  # fmt: skip
         if d:
             kept = d.result.rate / m.result.rate if m.result.rate else math.nan
-            bad = d.result.errors + d.warmup.errors
+            bad = sum(
+                r.result.errors + r.warmup.errors
+                for r in measured
+                if r.redis_down and r.name == name
+            )
             verdicts.append(
                 (kept >= TARGET_REDIS_DOWN and bad == 0,
                  f"{name} with Redis down >= {TARGET_REDIS_DOWN}x its Redis-up median, 0 errors: "
-                 f"{kept:.2f}x, {bad:,} errors")
+                 f"{kept:.2f}x ({cpu_cost(d) * 1e6:,.0f} against {cpu_cost(m) * 1e6:,.0f} CPU "
+                 f"µs/req), {bad:,} errors")
             )  # fmt: skip
         if len(rates) >= 3 and name not in BARE:
             verdicts.append(
@@ -1279,8 +1296,9 @@ def print_spread(args, measured: list[Measured]) -> None:
             )  # fmt: skip
     print()
     print(
-        f"ROUNDS ({args.server}, {args.rounds} rounds of {args.duration:.0f} s; the Redis-down "
-        f"round: the server under test with CACHE_URL={DEAD_REDIS})"
+        f"ROUNDS ({args.server}, {args.rounds} rounds of {args.duration:.0f} s; Redis down: "
+        f"the median of {args.redis_down_rounds} rounds of the server under test with "
+        f"CACHE_URL={DEAD_REDIS})"
     )
     table(
         [
