@@ -132,9 +132,17 @@ class MetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         endpoint = match.view_name if match is not None else "unmatched"
-        REQUEST_SECONDS.labels(endpoint, request.method if request.method in _METHODS else "other",
-                               f"{response.status_code // 100}xx").observe(time.perf_counter() - started)  # fmt: skip
+        key = (endpoint, request.method if request.method in _METHODS else "other",
+               f"{response.status_code // 100}xx")  # fmt: skip
+        timer = _TIMERS.get(key)
+        if timer is None:  # (labels() validates and locks on every call: ~10 µs a request)
+            timer = _TIMERS[key] = REQUEST_SECONDS.labels(*key)
+        timer.observe(time.perf_counter() - started)
         return response
+
+
+# REQUEST_SECONDS' children by label values: URL names x methods x status classes, bounded.
+_TIMERS: dict[tuple[str, str, str], Histogram] = {}
 
 
 _METHODS = {"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"}

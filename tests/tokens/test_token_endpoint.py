@@ -343,3 +343,57 @@ def test_plain_http_from_a_non_loopback_host_is_refused_in_json_not_a_500(confid
     )  # fmt: skip
     assert response.status_code == 400
     assert response.json()["error"] == "insecure_transport"
+
+
+@pytest.mark.parametrize(
+    ("url", "extra"),
+    [
+        ("https://testserver/token", {"HTTP_AUTHORIZATION": "Basic YTpi", "HTTP_DPOP": "x.y.z"}),
+        ("http://127.0.0.1/authorize?client_id=a&state=%C3%A9", {"HTTP_X_CLIENT_ID": "a"}),
+        ("http://localhost/token", {"CONTENT_TYPE": "text/plain"}),
+    ],
+)
+def test_our_oauth_request_holds_what_authlibs_own_would(url, extra):
+    """tokens/oauth/server.py builds Authlib's request without Authlib's __init__ (cheaper): it
+    must hold the same attributes, with the same values, and read the same headers and URI
+    that Authlib's DjangoOAuth2Request would (an Authlib upgrade adding one fails here)."""
+    from authlib.integrations.django_oauth2.requests import DjangoOAuth2Request
+    from django.test import RequestFactory
+
+    from tokens.oauth.server import OAuth2Request
+
+    parts = url.split("/", 3)
+    made = RequestFactory().post(
+        "/" + parts[3], "a=1", content_type="application/x-www-form-urlencoded",
+        secure=parts[0] == "https:", SERVER_NAME=parts[2].split(":")[0], **extra,
+    )  # fmt: skip
+    made.META["HTTP_HOST"] = parts[2]
+    theirs, ours = DjangoOAuth2Request(made), OAuth2Request(made)
+    assert set(vars(theirs)) <= set(vars(ours)) | {"uri"}
+    for name, value in vars(theirs).items():
+        if name not in ("headers", "payload", "uri"):
+            assert getattr(ours, name) == value, name
+    assert ours.uri == theirs.uri == made.build_absolute_uri()
+    assert dict(ours.headers) == dict(theirs.headers) and len(ours.headers) == len(theirs.headers)
+    for name in ("Authorization", "authorization", "DPoP", "X-Client-Id", "Content-Type", "Origin"):
+        assert ours.headers.get(name) == theirs.headers.get(name), name
+        assert (name in ours.headers) == (name in theirs.headers), name
+    assert ours.payload.data == theirs.payload.data and ours.form is made.POST
+
+
+def test_our_oauth_request_refuses_plain_http_where_authlib_does(settings):
+    """RFC 6749 §3.2 (TLS on the token endpoint): the same InsecureTransportError Authlib raises,
+    for an origin that is not loopback; the loopback exception of RFC 8252 §7.3 stays."""
+    from authlib.oauth2.rfc6749.errors import InsecureTransportError
+    from django.test import RequestFactory
+
+    from tokens.oauth.server import OAuth2Request
+
+    settings.ALLOWED_HOSTS = ["auth.example.test", "127.0.0.1", "[::1]"]
+    for host, refused in (("auth.example.test", True), ("127.0.0.1", False), ("[::1]", False)):
+        request = RequestFactory().post("/token", SERVER_NAME=host, HTTP_HOST=host)
+        if refused:
+            with pytest.raises(InsecureTransportError):
+                OAuth2Request(request)
+        else:
+            assert OAuth2Request(request).method == "POST"
