@@ -33,6 +33,7 @@ class Config:
     allowed_hosts: list[str]
     issuer: str
     data_dir: Path
+    static_root: Path
     database: dict
     cache: dict
     broker_url: str
@@ -195,6 +196,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
         allowed_hosts=allowed_hosts,
         issuer=issuer,
         data_dir=data_dir,
+        static_root=Path(read.string("STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve(),
         database=database,
         cache=cache,
         broker_url=broker_url,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +106,8 @@ def running(
         "WEB_CONCURRENCY": str(workers),
         "WEB_BIND": f"127.0.0.1:{port}",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        # The static files this run collected (tests/conftest.py): pages need their manifest.
+        "STATIC_ROOT": str(settings.STATIC_ROOT),
         **env,
     }
     log_path = tmp_path / "web.log"
