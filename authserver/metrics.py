@@ -121,6 +121,10 @@ class SharedCollector:
         yield from (waiting, oldest)
 
 
+# REQUEST_SECONDS' children by label values: URL names x methods x status classes, bounded.
+_TIMERS: dict[tuple[str, str, str], Histogram] = {}
+
+
 class MetricsMiddleware:
     """Time every request, labelled by URL name (bounded cardinality), never by path."""
 
@@ -139,10 +143,6 @@ class MetricsMiddleware:
             timer = _TIMERS[key] = REQUEST_SECONDS.labels(*key)
         timer.observe(time.perf_counter() - started)
         return response
-
-
-# REQUEST_SECONDS' children by label values: URL names x methods x status classes, bounded.
-_TIMERS: dict[tuple[str, str, str], Histogram] = {}
 
 
 _METHODS = {"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"}
