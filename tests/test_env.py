@@ -207,3 +207,11 @@ def test_backchannel_logout_to_private_networks_is_a_setting_that_defaults_to_de
     assert env.load(PRODUCTION).backchannel_logout_allow_private_networks is False
     allowed = {**PRODUCTION, "BACKCHANNEL_LOGOUT_ALLOW_PRIVATE_NETWORKS": "true"}
     assert env.load(allowed).backchannel_logout_allow_private_networks is True
+
+
+def test_static_root_is_where_collectstatic_writes_and_defaults_to_the_checkout():
+    """STATIC_ROOT: the collected files (and the manifest pages need with DEBUG off); unset or
+    blank, ./staticfiles of the checkout."""
+    assert env.load({**PRODUCTION, "STATIC_ROOT": "/srv/static"}).static_root == Path("/srv/static")
+    for environ in (PRODUCTION, {**PRODUCTION, "STATIC_ROOT": "  "}):
+        assert env.load(environ).static_root == env.BASE_DIR / "staticfiles"
