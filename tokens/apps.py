@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 
-from authserver import health, janitor
+from authserver import health, janitor, request_signals
 
 
 class TokensConfig(AppConfig):
@@ -15,3 +15,4 @@ class TokensConfig(AppConfig):
         janitor.register(*expiry.KINDS)
         # Creates the first key on a fresh install; without one no token can be signed.
         health.register_check("signing_key", lambda: keys.signing_key(), critical=True)
+        request_signals.drop_idle_receivers()
