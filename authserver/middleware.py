@@ -59,7 +59,9 @@ class ProtocolRouter:
         match = self.routes.get(request.path_info)
         if match is None:
             return self.get_response(request)
-        request.get_host()  # DisallowedHost (400) for a Host not in ALLOWED_HOSTS, as CommonMiddleware does
+        # DisallowedHost (400) for a Host not in ALLOWED_HOSTS, as CommonMiddleware does; kept
+        # for the view (tokens/oauth/server.py), as get_host() checks the list again each call.
+        request.checked_host = request.get_host()
         request.resolver_match = match
         response = match.func(request)
         if response is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 
@@ -9,6 +10,7 @@ from authlib.common.security import is_secure_transport
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
 from authlib.integrations.django_oauth2.requests import DjangoOAuth2Payload, DjangoOAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
+from django.http import HttpResponse
 from django.http.request import HttpHeaders
 
 from tokens import clients, refresh_tokens, scopes
@@ -98,7 +100,9 @@ class OAuth2Request(DjangoOAuth2Request):
     Authlib's own (tests/tokens/test_token_endpoint.py compares them with Authlib's request)."""
 
     def __init__(self, request):
-        origin = f"{request.scheme}://{request.get_host()}"  # get_host checks ALLOWED_HOSTS
+        # get_host() checks ALLOWED_HOSTS; the protocol router has done so already.
+        host = getattr(request, "checked_host", None) or request.get_host()
+        origin = f"{request.scheme}://{host}"
         if not _secure_origin(origin):
             raise InsecureTransportError()
         self.method = request.method
@@ -124,7 +128,24 @@ class OAuth2Request(DjangoOAuth2Request):
         return self._request.build_absolute_uri()
 
 
+# Authlib's json_dumps (UTF-8 kept, no spaces), its encoder built once rather than per answer.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 class AuthorizationServer(DjangoAuthorizationServer):
+    def handle_response(self, status_code, payload, headers) -> HttpResponse:
+        """Authlib's answer, built with the charset given: HttpResponse otherwise reads
+        DEFAULT_CHARSET and parses its own Content-Type back out, twice (a twentieth of a
+        client_credentials grant). Authlib's headers set the Content-Type (JSON)."""
+        if isinstance(payload, dict):
+            payload = _JSON.encode(payload)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        response = HttpResponse(payload, status=status_code, charset="utf-8")
+        for name, value in headers:
+            response[name] = value
+        return response
+
     def query_client(self, client_id: str) -> Client | None:
         return clients.active_client(client_id)
 
