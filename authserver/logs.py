@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -102,7 +102,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        value = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex
+        value = incoming if _INCOMING_ID.match(incoming) else os.urandom(16).hex()  # (uuid4: 4x)
         token = request_id.set(value)
         try:
             response = self.get_response(request)

@@ -81,7 +81,7 @@ def form_problem(request: HttpRequest) -> JsonResponse | None:
     checked before anything reads it. Every refusal is an RFC 6749 §5.2 error, never a 500."""
     if request.method != "POST":
         return oauth_error("invalid_request", "Use POST.", status=405, Allow="POST")
-    if request.GET:
+    if request.META.get("QUERY_STRING") and request.GET:  # (parsed only when there is one)
         # RFC 6749 §2.3.1 / §3.2: credentials and tokens go in the body, never in the URL.
         return oauth_error("invalid_request", "Send parameters in the request body, not the URL.")
     if request.content_type != FORM:
