@@ -47,4 +47,3 @@ def test_with_debug_on_the_query_log_is_emptied_at_each_request():
             assert list(connection.queries_log) == []
     finally:
         signals.request_started.disconnect(reset_queries)
-
