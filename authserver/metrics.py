@@ -8,6 +8,7 @@ scrape time, with the purge backlog (counted at most once a minute).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -40,6 +41,14 @@ REQUEST_SECONDS = Histogram(
 TOKENS_ISSUED = Counter(
     "authserver_tokens_issued_total", "Access tokens issued, by grant type.", ["grant_type"]
 )
+
+
+@functools.cache
+def tokens_issued(grant_type: str) -> Counter:
+    """TOKENS_ISSUED's child for a grant type, made once (labels() validates and locks)."""
+    return TOKENS_ISSUED.labels(grant_type)
+
+
 REFRESH_REPLAYS = Counter(
     "authserver_refresh_token_replays_total", "Rotated refresh tokens presented again."
 )

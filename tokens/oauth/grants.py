@@ -28,7 +28,7 @@ from authlib.oauth2.rfc8628.errors import (
 
 from accounts import assurance
 from accounts.sessions import AMR_KEY, AUTH_TIME_KEY, SID_KEY
-from authserver.metrics import TOKENS_ISSUED
+from authserver.metrics import tokens_issued
 from tokens import access_tokens, codes, device_codes, dpop, refresh_tokens
 from tokens.models import TOKEN_EXCHANGE_GRANT
 from tokens.oauth import exchange
@@ -138,7 +138,7 @@ class IssuesTokens:
             amr=amr,
         )
         self.request.issued_access = access
-        TOKENS_ISSUED.labels(self.GRANT_TYPE).inc()
+        tokens_issued(self.GRANT_TYPE).inc()
         token = {
             # RFC 9449 §5: a DPoP-bound token says so.
             "token_type": "DPoP" if proof is not None else "Bearer",
@@ -411,7 +411,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             extra_claims=claims,
             lifetime=exchange.lifetime(client, subject),
         )
-        TOKENS_ISSUED.labels("token_exchange").inc()
+        tokens_issued("token_exchange").inc()
         exchange.record_exchange(
             request=self.request.django_request,
             client=client,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from authlib.common.security import is_secure_transport
 from authlib.integrations.django_oauth2 import AuthorizationServer as DjangoAuthorizationServer
@@ -52,6 +53,24 @@ class PushedPayload(DjangoOAuth2Payload):
     @property
     def datalist(self):
         return dict(self._request.GET.lists())
+
+
+class FormPayload(DjangoOAuth2Payload):
+    """Authlib's payload (the query's parameters and the form's, the form's winning), without
+    parsing a query string that is not there: the token, introspection and revocation endpoints
+    refuse one (tokens/views.py form_problem), and an empty QueryDict costs as much as a form."""
+
+    @cached_property
+    def data(self):
+        if self._request.META.get("QUERY_STRING"):
+            return super().data
+        return self._request.POST.dict()
+
+    @cached_property
+    def datalist(self):
+        if self._request.META.get("QUERY_STRING"):
+            return super().datalist
+        return defaultdict(list, self._request.POST.lists())
 
 
 @lru_cache(maxsize=64)
@@ -109,7 +128,7 @@ class OAuth2Request(DjangoOAuth2Request):
         self.headers = _Headers(request.META)
         self._body = None
         pushed = getattr(request, "pushed_request", None) is not None
-        self.payload = PushedPayload(request) if pushed else DjangoOAuth2Payload(request)
+        self.payload = PushedPayload(request) if pushed else FormPayload(request)
         self.client = None
         self.auth_method = None
         self.user = None
