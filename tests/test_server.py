@@ -17,11 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg
 import pytest
+from django.conf import settings
 
 from tests.web import ROOT, Answer, Web, database_url, running, wait_for
 from tokens.clients import create_client
@@ -195,6 +198,37 @@ def test_the_process_environment_never_reaches_a_request(tmp_path):
         assert inherited not in keys, inherited
     request_keys = {"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "HTTP_HOST", "HTTP_X_PROBE"}
     assert request_keys | {"REMOTE_ADDR", "SERVER_PROTOCOL", "wsgi.url_scheme"} <= set(keys)
+
+
+# --- answers -------------------------------------------------------------------------------------
+def test_an_answer_in_memory_hands_its_database_connection_back_before_it_arrives(tmp_path):
+    """Django ends a request's database connection (CONN_MAX_AGE 0, no pool) on request_finished,
+    which it sends when the response is closed. authserver/server.py closes a response held in
+    memory itself, before granian writes it (it hands granian a list, written in one call):
+    by the time the client has its answer, the worker holds no connection of that request."""
+    probe = "answered-probe"
+    with running(
+        tmp_path, DATABASE_URL=f"{database_url()}?application_name={probe}", DATABASE_POOL_SIZE="0"
+    ) as web:
+        answer = token_request(web, f"unknown-{uuid.uuid4().hex}", "secret")  # reads the clients
+        assert answer.status == 401, answer.body
+        with psycopg.connect(database_url()) as conn:
+            (left,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                " AND query LIKE '%%tokens_client%%'",
+                (probe,),
+            ).fetchone()
+    assert left == 0
+
+
+def test_a_streamed_answer_arrives_whole(tmp_path):
+    """A static file is a streamed response (WhiteNoise's): granian iterates and closes it."""
+    name = "css/site.css"
+    expected = (Path(settings.STATIC_ROOT) / name).read_bytes()
+    with running(tmp_path) as web:
+        answer = web.request("GET", f"/static/{name}")
+    assert answer.status == 200
+    assert answer.body == expected
 
 
 # --- metrics -------------------------------------------------------------------------------------
