@@ -2,13 +2,18 @@
 nothing here are gone, the one that looks after database connections stays, and a cache whose
 backend does close something keeps being closed."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core import signals
 from django.core.cache import close_caches
-from django.db import close_old_connections, connection, reset_queries
+from django.db import connection, reset_queries
 from django.test import Client, override_settings
 
 from authserver import request_signals
+from tests.web import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -19,10 +24,26 @@ def connected(signal, receiver) -> bool:
 
 
 def test_the_idle_receivers_are_gone_and_connections_are_still_looked_after():
-    assert not connected(signals.request_started, reset_queries)
-    assert not connected(signals.request_finished, close_caches)
-    assert connected(signals.request_started, close_old_connections)
-    assert connected(signals.request_finished, close_old_connections)
+    """As a process starts (TokensConfig.ready), in one of its own: in this one, Django's query
+    capture (assertNumQueries) connects reset_queries again when it is done."""
+    probe = (
+        "import django; django.setup()\n"
+        "from django.core import signals; from django.core.cache import close_caches\n"
+        "from django.db import close_old_connections, reset_queries\n"
+        "def connected(signal, receiver):\n"
+        "    sync, asynchronous = signal._live_receivers(None)\n"
+        "    return receiver in sync or receiver in asynchronous\n"
+        "print(connected(signals.request_started, reset_queries),"
+        " connected(signals.request_finished, close_caches),"
+        " connected(signals.request_started, close_old_connections),"
+        " connected(signals.request_finished, close_old_connections))\n"
+    )
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "authserver.settings", "DEBUG": "false"}
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=environ, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["False", "False", "True", "True"]
 
 
 def test_a_cache_backend_with_a_close_of_its_own_is_still_closed_after_each_request():
