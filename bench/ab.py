@@ -120,24 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         checks, access_token = tokens.correctness(ports["B"], seeded)
         if failed := [check for check in checks if not check.ok]:
             raise SystemExit(f"correctness failed on B: {failed}")
-        scripts = {
-            "ping": ("/ping", "ping.lua", []),
-            "client_credentials": (
-                "/token",
-                "client_credentials.lua",
-                [seeded.client_basic, tokens.CC_SCOPE],
-            ),
-            "introspection": (
-                "/introspect",
-                "introspect.lua",
-                [seeded.resource_basic, access_token],
-            ),
-        }
+        scripts = tokens.scenario_scripts(args, seeded, access_token, work)
         print(f"A = {args.base} ({_revision(base)}), B = the working tree; {args.bursts} bursts of "
               f"{args.seconds:g} s each, alternating")  # fmt: skip
         ticks_per_second = os.sysconf("SC_CLK_TCK")
         for scenario in args.scenarios:
-            path, script, extra = scripts[scenario]
+            path, script, arguments = scripts[scenario]
+            extra = arguments(0)  # (these scenarios use no seeded token)
             for side in sides:  # warm both
                 tokens.run_wrk(args, ports[side], path, script, 2, *extra)
             requests = dict.fromkeys(sides, 0)

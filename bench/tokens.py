@@ -871,22 +871,12 @@ def server_label(kind: str) -> str:
     return f"{kind} (its defaults)"
 
 
-def measure(
-    args,
-    port,
-    seeded,
-    access_token,
-    server,
-    database,
-    sampler,
-    pinning,
-    log_dir,
-    next_index,
-    names=None,
-) -> list[Measured]:
-    """Each of ``names`` (default: the chosen scenarios) once. ``next_index``: the first unused
-    seeded refresh token and code, carried from round to round (each is used once)."""
-    scenarios: dict[str, tuple[str, str, Callable[[int], list]]] = {
+def scenario_scripts(
+    args, seeded, access_token, log_dir
+) -> dict[str, tuple[str, str, Callable[[int], list]]]:
+    """Each scenario's path, wrk script and the script's arguments, given the first unused
+    seeded refresh token or code (bench/ab.py measures some of them too)."""
+    return {
         "ping": ("/ping", "ping.lua", lambda first: []),
         "client_credentials": (
             "/token",
@@ -925,6 +915,24 @@ def measure(
             ],
         ),
     }
+
+
+def measure(
+    args,
+    port,
+    seeded,
+    access_token,
+    server,
+    database,
+    sampler,
+    pinning,
+    log_dir,
+    next_index,
+    names=None,
+) -> list[Measured]:
+    """Each of ``names`` (default: the chosen scenarios) once. ``next_index``: the first unused
+    seeded refresh token and code, carried from round to round (each is used once)."""
+    scenarios = scenario_scripts(args, seeded, access_token, log_dir)
     seeded_count = {"dpop_refresh": seeded.dpop_tokens}
     measured = []
     for name in names or args.scenarios:
