@@ -379,6 +379,7 @@ def test_our_oauth_request_holds_what_authlibs_own_would(url, extra):
         assert ours.headers.get(name) == theirs.headers.get(name), name
         assert (name in ours.headers) == (name in theirs.headers), name
     assert ours.payload.data == theirs.payload.data and ours.form is made.POST
+    assert ours.payload.datalist == theirs.payload.datalist
 
 
 def test_our_oauth_request_refuses_plain_http_where_authlib_does(settings):
