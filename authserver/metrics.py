@@ -43,10 +43,16 @@ TOKENS_ISSUED = Counter(
 )
 
 
+# Labelled children are made once per label values, each set bounded (grant types; URL names x
+# methods x status classes): labels() validates and locks on every call, ~10 µs a request.
 @functools.cache
 def tokens_issued(grant_type: str) -> Counter:
-    """TOKENS_ISSUED's child for a grant type, made once (labels() validates and locks)."""
     return TOKENS_ISSUED.labels(grant_type)
+
+
+@functools.cache
+def _request_timer(endpoint: str, method: str, status: str) -> Histogram:
+    return REQUEST_SECONDS.labels(endpoint, method, status)
 
 
 REFRESH_REPLAYS = Counter(
@@ -130,10 +136,6 @@ class SharedCollector:
         yield from (waiting, oldest)
 
 
-# REQUEST_SECONDS' children by label values: URL names x methods x status classes, bounded.
-_TIMERS: dict[tuple[str, str, str], Histogram] = {}
-
-
 class MetricsMiddleware:
     """Time every request, labelled by URL name (bounded cardinality), never by path."""
 
@@ -145,11 +147,8 @@ class MetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         endpoint = match.view_name if match is not None else "unmatched"
-        key = (endpoint, request.method if request.method in _METHODS else "other",
-               f"{response.status_code // 100}xx")  # fmt: skip
-        timer = _TIMERS.get(key)
-        if timer is None:  # (labels() validates and locks on every call: ~10 µs a request)
-            timer = _TIMERS[key] = REQUEST_SECONDS.labels(*key)
+        method = request.method if request.method in _METHODS else "other"
+        timer = _request_timer(endpoint, method, f"{response.status_code // 100}xx")
         timer.observe(time.perf_counter() - started)
         return response
 
